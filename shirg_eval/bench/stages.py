@@ -1,0 +1,254 @@
+"""Building bench models at named dims and timing one answer stage by stage.
+
+Stages (model time, each closed by a CUDA event on a GPU or a synchronised ``perf_counter`` elsewhere):
+``vision`` (SigLIP over every view), ``projector``, ``selection`` (the variant's selector, or LaViDa's pool +
+anyres assembly for ``lavida``, incl. the question embedding the selector scores against), ``embed`` (splice the
+visual block into the prompt), ``prefill`` (prefix-cache fill), ``denoise`` (all steps; per-step times kept).
+``preprocess`` (PIL -> pixel views, tokenisation) runs on the CPU and is reported apart, never inside latency.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..model.config import LavidaConfig
+from ..model.lavida import LavidaModel
+from ..model.prompting import build_prompt_ids
+from ..model.sampler import GenerationConfig, StageClock, generate
+from ..model.tiny import TinyDims, build_tokenizer, lavida_config_dict, load_tokenizer, make_tiny_checkpoint
+from ..selection.presets import VisualPath
+
+MODEL_STAGES = ("vision", "projector", "selection", "embed", "prefill", "denoise")
+DEFAULT_QUESTION = "What is the value of the red bar in the chart for the year 2019?"
+
+
+@dataclass(frozen=True)
+class BenchDims:
+    """LM and SigLIP sizes a bench model is built with (``vision_layers``: layers kept, i.e. after LaViDa's drop)."""
+
+    name: str
+    d_model: int
+    n_heads: int
+    n_layers: int
+    mlp_hidden_size: int
+    vocab_size: int
+    vision_hidden: int
+    vision_intermediate: int
+    vision_heads: int
+    vision_layers: int
+    dtype: str = "float32"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+_TINY = TinyDims()
+DIMS: dict[str, BenchDims] = {
+    # the tiny checkpoint's dims (what the tests build)
+    "tiny": BenchDims("tiny", _TINY.d_model, _TINY.n_heads, _TINY.n_layers, _TINY.mlp_hidden_size, _TINY.vocab_size,
+                      _TINY.vision_hidden, _TINY.vision_intermediate, _TINY.vision_heads, _TINY.vision_layers_kept),
+    # real widths, head_dim 128 and mlp ratio 3 (LLaDA) / so400m's 1152-4304-16; depth cut to 2 so a CPU run takes
+    # minutes. Vocab 16384 keeps the LM head near its real share of a 2-layer LM's FLOPs.
+    "small": BenchDims("small", 512, 4, 2, 1536, 16384, 1152, 4304, 16, 2),
+    # LaViDa-LLaDA-8B + SigLIP so400m (26 of 27 layers), bf16, random init: GPU only
+    "real": BenchDims("real", 4096, 32, 32, 12288, 126464, 1152, 4304, 16, 26, "bfloat16"),
+}
+
+
+def bench_config(dims: BenchDims, mask_id: int, eos_id: int) -> LavidaConfig:
+    from transformers import SiglipVisionConfig
+
+    tiny_like = TinyDims(dims.d_model, dims.n_heads, dims.n_layers, dims.mlp_hidden_size, dims.vocab_size,
+                         dims.vision_hidden, dims.vision_intermediate, dims.vision_heads, dims.vision_layers)
+    raw = lavida_config_dict(tiny_like, dims.vocab_size, {"mask": mask_id, "eos": eos_id}, dims.vision_hidden)
+    vision = SiglipVisionConfig(hidden_size=dims.vision_hidden, intermediate_size=dims.vision_intermediate,
+                                num_hidden_layers=dims.vision_layers, num_attention_heads=dims.vision_heads,
+                                num_channels=3, image_size=384, patch_size=14, hidden_act="gelu_pytorch_tanh",
+                                layer_norm_eps=1e-6, vision_use_head=False)
+    return LavidaConfig.from_dict(raw, vision)
+
+
+def build_bench_model(dims_name: str, device: str, pretrained: str | None = None, seed: int = 0
+                      ) -> tuple[LavidaModel, Any, str]:
+    """(model, tokenizer, description). ``pretrained`` wins over dims; ``real`` refuses to run on a CPU."""
+    if pretrained:
+        model = LavidaModel.from_pretrained(pretrained, device=device)
+        return model.eval(), load_tokenizer(getattr(model, "checkpoint_path", pretrained)), f"checkpoint {pretrained}"
+    dims = DIMS[dims_name]
+    if dims_name == "real" and not device.startswith("cuda"):
+        raise SystemExit("--dims real builds LLaDA-8B + SigLIP so400m in bf16 (~17 GB of weights) and needs a CUDA "
+                         "GPU; on a CPU use --dims small, or --model-only for the cost model at real dims")
+    if dims_name == "tiny":
+        # the tiny checkpoint itself (its init makes logits position- and image-dependent, like the tests')
+        path = make_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="shirg-bench-tiny-")) / "ckpt", seed=seed)
+        model = LavidaModel.from_pretrained(path, device=device, dtype=torch.float32)
+        return model.eval(), load_tokenizer(path), "tiny checkpoint (random init)"
+    tokenizer = build_tokenizer(768)  # prompt ids < 768 fit any vocab; the LM vocab size is the dims'
+    mask_id = tokenizer.convert_tokens_to_ids("<|mdm_mask|>")
+    config = bench_config(dims, mask_id, tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    dtype = getattr(torch, dims.dtype)
+    previous = torch.get_default_dtype()
+    try:  # built directly on the device in its dtype: no 32 GB fp32 copy of the 8B model on the host
+        torch.set_default_dtype(dtype)
+        with torch.device(device):
+            model = LavidaModel(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval(), tokenizer, f"{dims_name} dims, random init, {dims.dtype}"
+
+
+def bench_image(width: int = 1000, height: int = 750, seed: int = 0) -> Image.Image:
+    """A deterministic chart-like RGB image (anyres picks the 768x768 grid for 4:3)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.full((height, width, 3), 245, dtype=np.uint8)
+    for i in range(8):  # bars
+        x0 = 60 + i * (width - 120) // 8
+        top = int(rng.integers(height // 5, height - 80))
+        pixels[top:height - 60, x0 + 8:x0 + (width - 120) // 8 - 8] = rng.integers(0, 255, 3, dtype=np.uint8)
+    pixels[::25, :, :] = 200  # grid lines
+    pixels = np.clip(pixels.astype(np.int16) + rng.integers(-6, 7, pixels.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+@dataclass
+class StageTimes:
+    preprocess_ms: float
+    stages_ms: dict[str, float]  # MODEL_STAGES
+    step_ms: list[float]
+    n_tokens: int
+    prompt_positions: int
+    prefix_kv_bytes: int
+    n_forward: int
+    ids: list[int] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float:
+        return sum(self.stages_ms.values())
+
+
+class VariantRunner:
+    """One variant's staged answer path on a shared model (the same computation as ``VisualPath.encode``)."""
+
+    def __init__(self, model: LavidaModel, tokenizer, variant: str, question: str = DEFAULT_QUESTION, seed: int = 0,
+                 **variant_params: Any):
+        self.model, self.tokenizer, self.question = model, tokenizer, question
+        self.path = VisualPath(model, variant, **variant_params)
+        self.seed = seed
+
+    @torch.no_grad()
+    def run(self, image: Image.Image, config: GenerationConfig, batch_size: int = 1) -> StageTimes:
+        model, path, device = self.model, self.path, self.model.device
+        t0 = time.perf_counter()
+        views = path.prepare(image)
+        prompt_ids = build_prompt_ids(self.tokenizer, self.question)
+        preprocess_ms = (time.perf_counter() - t0) * 1e3
+        pixels = views.pixel_values
+        if batch_size > 1:  # the vision side batches; decoding is one prompt at a time (LaViDa, batch 1)
+            pixels = pixels.repeat(batch_size, 1, 1, 1)
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        clock = StageClock(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        clock.mark()
+        features = model.encode_views(pixels)
+        clock.mark()
+        projected = model.project(features)
+        clock.mark()
+        embeds = self._select(projected[: pixels.shape[0] // batch_size], views, generator)
+        clock.mark()
+        prompt = model.embed_prompt(prompt_ids, embeds)
+        clock.mark()
+        out = generate(model, prompt, config, generator=generator)
+        vision, projector, selection, embed = (s * 1e3 for s in clock.seconds())
+        stages = {"vision": vision, "projector": projector, "selection": selection, "embed": embed,
+                  "prefill": out.prefill_s * 1e3, "denoise": out.denoise_s * 1e3}
+        return StageTimes(preprocess_ms, stages, [s * 1e3 for s in out.step_s], int(embeds.shape[0]),
+                          int(prompt.shape[1]), out.prefix_cache_bytes, out.n_forward, out.ids[0].tolist())
+
+    def _select(self, projected: torch.Tensor, views, generator: torch.Generator) -> torch.Tensor:
+        model, path = self.model, self.path
+        if path.resolution is None:  # LaViDa's own path: pool every view, assemble tiles + newlines
+            pooled = model.pool_2d(projected, mode=model.config.mm_spatial_pool_mode)
+            if views.grid_wh is not None:
+                return model.assemble_anyres(pooled, views.image_size, views.grid_wh)
+            return torch.cat([pooled[0], model.image_newline.to(pooled.dtype)[None]], dim=0)
+        ids = self.tokenizer(self.question, add_special_tokens=False)["input_ids"]
+        text = model.embed_tokens(torch.tensor(ids, device=model.device))[None] if ids else None
+        side = path.resolution // model.config.vision.patch_size
+        return path.selector.select(projected, (side, side), text_embeds=text, generator=generator).tokens[0]
+
+
+# ---------------------------------------------------------------------------------------------- memory
+class RssSampler:
+    """Peak CPU RSS over a block, sampled by a thread every ``interval_s`` (tracemalloc misses torch's allocator)."""
+
+    def __init__(self, interval_s: float = 0.002):
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval_s = interval_s
+        self.peak = self.start = 0
+        self._stop = threading.Event()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self.start = self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def delta_gb(self) -> float:
+        return (self.peak - self.start) / 2**30
+
+
+def measure_peak_memory(fn: Callable[[], object], device: torch.device) -> dict[str, Any]:
+    """Peak memory of one call of ``fn``: CUDA max_memory_allocated (reset first), or sampled CPU RSS delta."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return {"kind": "cuda_max_memory_allocated", "peak_gb": peak / 2**30, "delta_gb": (peak - base) / 2**30}
+    with RssSampler() as rss:
+        fn()
+    return {"kind": "cpu_rss_sampled_2ms", "peak_gb": rss.peak / 2**30, "delta_gb": rss.delta_gb,
+            "ru_maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+def median_times(runs: list[StageTimes]) -> dict[str, Any]:
+    """Per-stage medians over the timed runs (warm-ups are never passed in)."""
+    med = {f"{s}_ms": statistics.median(r.stages_ms[s] for r in runs) for s in MODEL_STAGES}
+    steps = [t for r in runs for t in r.step_ms]
+    med["step_ms"] = statistics.median(steps) if steps else math.nan
+    med["latency_ms"] = statistics.median(r.latency_ms for r in runs)
+    med["preprocess_ms"] = statistics.median(r.preprocess_ms for r in runs)
+    med["n_steps"] = len(runs[0].step_ms)
+    return med

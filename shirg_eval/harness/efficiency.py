@@ -1,0 +1,51 @@
+"""Per-sample efficiency records, passed from the lmms-eval model to the tasks' ``process_results``.
+
+lmms-eval 0.7.3 gives ``process_results`` only ``(doc, results)``: no doc id and no model metadata, and
+``GenerationResult`` carries token counts only. The model therefore records one :class:`EfficiencyRecord` per
+generated sample under the doc's ``shirg_uid`` (a stable id that the tasks' ``process_docs`` adds), and the task
+reads it back. Lookups never remove entries because lmms-eval retries ``process_results`` on exceptions and runs
+it in worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+EFFICIENCY_FIELDS = ("latency_ms", "prefill_ms", "denoise_ms", "peak_mem_gb", "visual_tokens")
+
+
+@dataclass
+class EfficiencyRecord:
+    latency_ms: float
+    prefill_ms: float
+    denoise_ms: float
+    peak_mem_gb: float
+    peak_mem_kind: str  # "cuda_max_allocated" or "cpu_peak_rss" (process-wide, not per sample)
+    visual_tokens: int
+    warmup: bool = False  # first sample of a run: measured, but flagged and left out of aggregates
+    meta: dict[str, Any] = field(default_factory=dict)  # what actually ran: variant, params, lora, seed, ...
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_lock = threading.Lock()
+_records: dict[str, EfficiencyRecord] = {}
+
+
+def record(uid: str, rec: EfficiencyRecord) -> None:
+    with _lock:
+        _records[str(uid)] = rec
+
+
+def lookup(uid: str) -> EfficiencyRecord | None:
+    """The record for ``uid``, or None when the model did not run for it (e.g. ``--use_cache``)."""
+    with _lock:
+        return _records.get(str(uid))
+
+
+def clear() -> None:
+    with _lock:
+        _records.clear()

@@ -1,0 +1,156 @@
+"""The lmms-eval model: one thin class around :class:`ShirgPipeline`; each variant name is a subclass.
+
+Registered through the ``lmms_eval.models`` entry point (see ``registration.py``), so
+``lmms_eval --model shirg_fixed --tasks chartqa_200`` works without forking lmms-eval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from ..model.sampler import GenerationConfig
+from ..pipeline import ShirgPipeline
+from . import efficiency
+from .model_args import parse_model_args
+
+
+class ShirgLavidaLMM(lmms):
+    """LaViDa with a visual-token variant; ``variant`` is set by the subclasses below."""
+
+    is_simple = True
+    variant = "lavida"
+
+    def __init__(self, **raw_args: Any) -> None:
+        super().__init__()
+        self.args = parse_model_args(self.variant, raw_args)
+        self._setup_distributed()
+        selector_params = self.args.selector_params()
+        extra = {}
+        if self.args.selector:
+            extra["selector"] = self.args.selector
+        if self.args.resolution:
+            extra["resolution"] = self.args.resolution
+        try:
+            self.pipeline = ShirgPipeline(
+                self.args.pretrained, self.variant, lora=self.args.lora, device=self._device_name(),
+                dtype=self.args.dtype, seed=self.args.seed, **selector_params, **extra,
+            )
+        except (ValueError, OSError) as err:
+            raise ValueError(f"--model {self.variant}: {err}") from err
+        self.run_meta = self.pipeline.describe()
+        self.run_meta["prefix_cache"] = self.args.prefix_cache
+        self.run_meta["kv_dtype"] = self.args.kv_dtype
+        self._n_generated = 0
+
+    # --------------------------------------------------------------- distributed (accelerate launch)
+    def _setup_distributed(self) -> None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+        else:
+            self._rank, self._world_size = 0, 1
+
+    def _device_name(self) -> str | None:
+        if self.args.device:
+            return self.args.device
+        if self._world_size > 1 and torch.cuda.is_available():
+            return f"cuda:{self.accelerator.local_process_index}"
+        return None
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    # --------------------------------------------------------------- requests
+    def _generation_config(self, gen_kwargs: dict[str, Any]) -> GenerationConfig:
+        gen_length = self.args.gen_length or int(gen_kwargs.get("max_new_tokens", 32))
+        block = self.args.block_length or min(128, gen_length)
+        temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0)
+        kwargs = dict(gen_length=gen_length, block_length=block, steps=self.args.steps, temperature=temperature,
+                      prefix_cache=self.args.prefix_cache)
+        if "kv_dtype" in GenerationConfig.__dataclass_fields__:
+            kwargs["kv_dtype"] = self.args.kv_dtype
+        elif self.args.kv_dtype != "auto":
+            raise ValueError("kv_dtype other than 'auto' is not supported by this build's sampler")
+        return GenerationConfig(**kwargs)
+
+    def _image_of(self, doc_to_visual, doc) -> Any:
+        visuals = [v for v in (doc_to_visual(doc) or []) if v is not None]
+        if len(visuals) > 1:
+            raise ValueError(f"{self.variant}: a request carries {len(visuals)} images; LaViDa takes one per prompt")
+        return visuals[0] if visuals else None
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        outputs = []
+        for request in tqdm(requests, disable=self.rank != 0, desc=f"{self.variant}"):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            image = self._image_of(doc_to_visual, doc)
+            config = self._generation_config(dict(gen_kwargs))
+            answer = self.pipeline.answer(image, context, config)
+            text = answer.text
+            for stop in gen_kwargs.get("until", []) or []:
+                if stop and stop in text:
+                    text = text.split(stop)[0]
+            self._record(doc, answer)
+            outputs.append(text.strip())
+        return outputs
+
+    def _record(self, doc: dict, answer) -> None:
+        uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
+        self._n_generated += 1
+        if uid is None:
+            return
+        t = answer.timings_ms
+        meta = {**self.run_meta, "image_size": list(answer.visual.views.image_size) if answer.visual.views else None,
+                "prefix_kv_mb": answer.info.get("prefix_kv_mb"), "selection": answer.visual.info}
+        efficiency.record(uid, efficiency.EfficiencyRecord(
+            latency_ms=t["latency_ms"], prefill_ms=t["prefill_ms"], denoise_ms=t["denoise_ms"],
+            peak_mem_gb=answer.peak_mem_gb, peak_mem_kind=answer.peak_mem_kind,
+            visual_tokens=answer.visual.n_tokens, warmup=self._n_generated == 1, meta=meta,
+        ))
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError(f"{self.variant}: loglikelihood is not defined for masked-diffusion decoding here")
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError(f"{self.variant}: multi-round generation is not supported")
+
+
+def _variant_class(name: str) -> type[ShirgLavidaLMM]:
+    cls = type(f"Shirg_{name}", (ShirgLavidaLMM,), {"variant": name, "__module__": __name__})
+    cls.__qualname__ = cls.__name__
+    return cls
+
+
+def _make_classes() -> dict[str, type[ShirgLavidaLMM]]:
+    from ..selection.presets import VARIANTS
+
+    return {name: _variant_class(name) for name in VARIANTS}
+
+
+MODEL_CLASSES = _make_classes()
+globals().update({cls.__name__: cls for cls in MODEL_CLASSES.values()})
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,87 @@
+"""``--model_args`` for the shirg-eval lmms-eval models: declared once, typed, validated.
+
+lmms-eval coerces ``key=value`` strings ("true" -> bool, digits -> int, else float, else str); every argument
+here is checked against its declared type so a typo or a wrong type stops the run with a clear message
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..model.loading import DEFAULT_PRETRAINED
+
+KV_DTYPES = ("auto", "bf16", "fp16", "int8")
+
+
+@dataclass
+class ModelArgs:
+    pretrained: str = DEFAULT_PRETRAINED
+    lora: str | None = None
+    k: int | None = None
+    scaffold: bool | None = None
+    alpha: float | None = None
+    coverage: bool | None = None
+    selector: str | None = None
+    resolution: int | None = None
+    gen_length: int | None = None  # default: the task's max_new_tokens (ChartQA 16, DocVQA 32)
+    steps: int | None = None  # default: gen_length (LaViDa)
+    block_length: int | None = None  # default: min(128, gen_length)
+    prefix_cache: bool = True
+    kv_dtype: str = "auto"
+    device: str | None = None
+    dtype: str | None = None
+    seed: int = 0
+    attn_implementation: str | None = None
+
+    def selector_params(self) -> dict[str, Any]:
+        names = ("k", "scaffold", "alpha", "coverage")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+# lmms-eval passes these to every model; they are handled (or rejected) explicitly.
+_CLI_INJECTED = {"batch_size", "max_batch_size"}
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _expected_type(annotation: str) -> str:
+    for name in ("bool", "int", "float", "str"):
+        if annotation.startswith(name):
+            return name
+    raise AssertionError(annotation)
+
+
+def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
+    valid = {f.name: f for f in fields(ModelArgs)}
+    unknown = sorted(set(raw) - set(valid) - _CLI_INJECTED)
+    if unknown:
+        raise ValueError(
+            f"--model {variant}: unknown model_args {unknown}; valid: {', '.join(valid)}"
+        )
+    batch = raw.get("batch_size", 1)
+    if batch not in (None, 1, "1", "auto"):
+        raise ValueError(f"--model {variant}: batch_size must be 1 (diffusion decoding runs per sample), got {batch!r}")
+    values = {}
+    for name, value in raw.items():
+        if name in _CLI_INJECTED or value is None:
+            continue
+        kind = _expected_type(str(valid[name].type))
+        if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # e.g. device=0 or a numeric path component
+        ok = isinstance(value, _TYPES[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
+        if not ok:
+            raise ValueError(
+                f"--model {variant}: model_args {name}={value!r} should be {kind}, got {type(value).__name__}"
+            )
+        values[name] = float(value) if kind == "float" else value
+    args = ModelArgs(**values)
+    if args.kv_dtype not in KV_DTYPES:
+        raise ValueError(f"--model {variant}: kv_dtype={args.kv_dtype!r} is not one of {KV_DTYPES}")
+    for name in ("k", "gen_length", "steps", "block_length", "resolution"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--model {variant}: model_args {name} must be >= 1, got {value}")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--model {variant}: alpha must be in [0, 1], got {args.alpha}")
+    return args

@@ -1,0 +1,121 @@
+"""One object from (checkpoint, variant) to answers with timings: what the harness, demo and bench call.
+
+image -> :class:`VisualPath` (views, SigLIP, projector, selection) -> prompt embeddings -> masked-diffusion
+decoding -> text. Timings are model time from preprocessed pixels to text; PIL preprocessing is reported apart.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .model.lavida import LavidaModel, VisualSequence
+from .model.loading import DEFAULT_PRETRAINED
+from .model.prompting import build_prompt_ids, decode_answer
+from .model.sampler import GenerationConfig, GenerationOutput, generate
+from .model.tiny import load_tokenizer
+from .selection.presets import VisualPath
+
+
+@dataclass
+class Answer:
+    text: str
+    ids: torch.Tensor
+    visual: VisualSequence
+    timings_ms: dict[str, float]  # preprocess, vision (encode+project+select), prefill, denoise, latency
+    peak_mem_gb: float
+    peak_mem_kind: str
+    generation: GenerationOutput
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def cpu_peak_rss_gb() -> float:
+    # ru_maxrss is in KiB on Linux: the process's high-water mark, not this sample's alone.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class ShirgPipeline:
+    def __init__(self, pretrained: str = DEFAULT_PRETRAINED, variant: str = "shirg_fixed", *, lora: str | None = None,
+                 device: str | None = None, dtype: str | torch.dtype | None = None, seed: int = 0,
+                 model: LavidaModel | None = None, tokenizer=None, **variant_params: Any):
+        self.model = model if model is not None else LavidaModel.from_pretrained(pretrained, device=device, dtype=dtype)
+        self.lora_info: dict[str, Any] | None = None
+        if lora:
+            from .training.adapters import load_adapter
+
+            self.model, self.lora_info = load_adapter(self.model, lora, variant=variant)
+        path = getattr(self.model, "checkpoint_path", pretrained)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
+        self.pretrained = str(pretrained)
+        self.path = VisualPath(self.model, variant, **variant_params)
+        self.seed = seed
+        self.generator = torch.Generator(device=self.model.device).manual_seed(seed)
+
+    @property
+    def variant(self) -> str:
+        return self.path.name
+
+    def question_embeds(self, question: str) -> torch.Tensor | None:
+        """The question's LM input embeddings, for text-relevance scoring (None for an empty question)."""
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"] if question else []
+        if not ids:
+            return None
+        return self.model.embed_tokens(torch.tensor(ids, device=self.model.device))
+
+    @torch.no_grad()
+    def answer(self, image, question: str, config: GenerationConfig | None = None) -> Answer:
+        config = config or GenerationConfig()
+        model, device = self.model, self.model.device
+        t0 = time.perf_counter()
+        views = self.path.prepare(image)
+        prompt_ids = build_prompt_ids(self.tokenizer, question)
+        t_pre = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = _sync(device)
+        visual = self.path.encode(views, self.question_embeds(question), self.generator)
+        prompt = model.embed_prompt(prompt_ids, visual.embeds)
+        t_vis = _sync(device)
+        out = generate(model, prompt, config, generator=self.generator)
+        text = decode_answer(self.tokenizer, out.ids, model.config.mask_token_id)
+        end = _sync(device)
+        if device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
+        else:
+            peak, kind = cpu_peak_rss_gb(), "cpu_peak_rss"
+        timings = {
+            "preprocess_ms": (t_pre - t0) * 1e3,
+            "vision_ms": (t_vis - start) * 1e3,
+            "prefill_ms": out.prefill_s * 1e3,
+            "denoise_ms": out.denoise_s * 1e3,
+            "latency_ms": (end - start) * 1e3,
+        }
+        info = {"prompt_positions": int(prompt.shape[1]), "prefix_kv_mb": out.prefix_cache_bytes / 2**20}
+        return Answer(text, out.ids, visual, timings, peak, kind, out, info)
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs: recorded beside every result row."""
+        import transformers
+
+        import shirg_eval
+
+        return {
+            **self.path.describe(),
+            "pretrained": self.pretrained,
+            "lora": self.lora_info,
+            "seed": self.seed,
+            "device": str(self.model.device),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "versions": {"shirg_eval": shirg_eval.__version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__},
+        }

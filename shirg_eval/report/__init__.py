@@ -1,0 +1,1 @@
+"""Leaderboards (``shirg-leaderboard``), bootstrap CIs, plots, reports and sweeps (``shirg-sweep``)."""

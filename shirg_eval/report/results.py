@@ -1,0 +1,317 @@
+"""Read lmms-eval 0.7.3 output folders into :class:`TaskRun` records.
+
+lmms-eval writes ``<output_path>/<model_name_sanitized>/<date_id>_results.json`` (``date_id`` is
+``%Y%m%d_%H%M%S``) and, with ``--log_samples``, ``<date_id>_samples_<task>.jsonl`` beside it. Aggregated metrics
+sit in ``results[task]["<metric>,<filter>"]`` (filter ``none`` for our tasks); each sample row holds ``doc_id``,
+``target``, ``filtered_resps`` and every key ``process_results`` returned.
+
+Everything here is tolerant: a metric that is absent, None or not a number is NaN (shown as missing), never 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+RESULTS_SUFFIX = "_results.json"
+
+# model_args keys that say where/how a run executed rather than what was evaluated; they do not split rows.
+INFRA_ARGS = frozenset(
+    {
+        "pretrained",
+        "lora",
+        "device",
+        "device_map",
+        "dtype",
+        "torch_dtype",
+        "batch_size",
+        "attn_implementation",
+        "trust_remote_code",
+        "variant",
+    }
+)
+
+# Display order of known variants; others follow alphabetically.
+VARIANT_ORDER = ("lavida", "lavida_384", "lavida_672", "shirg_original", "shirg_fixed", "pool_k", "random_k")
+
+
+def scalar(value: Any) -> float:
+    """A per-sample metric value as float; NaN when absent or not numeric.
+
+    lmms-eval tasks return plain numbers, booleans, None (metric not applicable to this doc, e.g. ChartQA's
+    ``relaxed_human_split`` on an augmented question) or small dicts for custom aggregations
+    (``{"score": 1.0, ...}``); all are accepted.
+    """
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    if isinstance(value, dict):
+        for key in ("score", "value", "acc", "accuracy", "relaxed", "anls"):
+            if key in value:
+                return scalar(value[key])
+        numbers = [v for v in value.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return float(numbers[0]) if len(numbers) == 1 else math.nan
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return scalar(value[0])
+    return math.nan
+
+
+def parse_model_args(model_args: Any) -> dict[str, str]:
+    """lmms-eval's ``k=v,k2=v2`` string (or an already-parsed dict) as a dict of strings."""
+    if isinstance(model_args, dict):
+        return {str(k): str(v) for k, v in model_args.items()}
+    out: dict[str, str] = {}
+    for part in str(model_args or "").split(","):
+        if "=" in part:
+            key, val = part.split("=", 1)
+            out[key.strip()] = val.strip()
+    return out
+
+
+@dataclass
+class TaskRun:
+    """One task of one lmms-eval invocation."""
+
+    variant: str
+    lora: str | None
+    settings: str  # canonical non-infrastructure model_args ("coverage=false,k=512"); "" when none
+    task: str
+    results_path: Path
+    stamp: str  # the date_id prefix of the results file; sorts chronologically
+    results: dict[str, Any]
+    metrics: dict[str, Any]  # results["results"][task] with the ",none" filter suffix stripped
+    samples: list[dict[str, Any]] | None = None
+    samples_path: Path | None = None
+    run_meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        return (self.variant, self.lora, self.settings)
+
+    @property
+    def name(self) -> str:
+        return row_label(self.key)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.results.get("config") or {}
+
+    # ---- per-document views -------------------------------------------------------------------
+    def doc_ids(self) -> list[str]:
+        return [doc_uid(row) for row in self.samples or []]
+
+    def per_doc(self, metric: str) -> dict[str, float]:
+        """``{doc id: value}`` for a scalar metric; docs where it is NaN are left out."""
+        acc: dict[str, list[float]] = {}
+        for row in self.samples or []:
+            val = scalar(row.get(metric))
+            if not math.isnan(val):
+                acc.setdefault(doc_uid(row), []).append(val)
+        # repeats of one doc (lmms-eval `repeats`) count once, as their mean
+        return {uid: float(np.mean(vals)) for uid, vals in acc.items()}
+
+    def per_doc_raw(self, metric: str) -> dict[str, Any]:
+        """``{doc id: raw value}`` (e.g. CIDEr's ``{"pred", "refs"}`` dicts); None values left out."""
+        return {doc_uid(row): row[metric] for row in self.samples or [] if row.get(metric) is not None}
+
+    def aggregate(self, metric: str) -> float:
+        return scalar(self.metrics.get(metric))
+
+
+def doc_uid(row: dict[str, Any]) -> str:
+    """The pairing key of a sample: the task's stable ``shirg_uid`` when logged, else lmms-eval's ``doc_id``."""
+    uid = row.get("shirg_uid")
+    if uid is None and isinstance(row.get("doc"), dict):
+        uid = row["doc"].get("shirg_uid")
+    return str(uid if uid is not None else row.get("doc_id"))
+
+
+def row_label(key: tuple[str, str | None, str]) -> str:
+    variant, lora, settings = key
+    label = variant
+    if settings:
+        label += f"[{settings}]"
+    if lora:
+        label += f"@{lora}"
+    return label
+
+
+def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Every ``*_results.json`` at any depth under ``paths``, skipping hidden folders (e.g. ``.previous``)."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_file() and p.name.endswith(RESULTS_SUFFIX):
+            found.add(p.resolve())
+            continue
+        if not p.is_dir():
+            continue
+        for f in p.rglob(f"*{RESULTS_SUFFIX}"):
+            rel = f.relative_to(p).parts
+            if not any(part.startswith(".") for part in rel):
+                found.add(f.resolve())
+    return sorted(found)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def _first_meta(samples: list[dict[str, Any]] | None) -> dict[str, Any]:
+    for row in samples or []:
+        meta = row.get("run_meta")
+        if isinstance(meta, dict) and meta:
+            return meta
+    return {}
+
+
+def _identity(results: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str | None, str]:
+    config = results.get("config") or {}
+    args = parse_model_args(config.get("model_args"))
+    variant = meta.get("variant") or args.get("variant") or config.get("model") or "unknown"
+    lora = meta.get("lora") or meta.get("lora_path") or args.get("lora") or None
+    if isinstance(lora, dict):  # run_meta may record {"path": ..., "sha256": ...}
+        lora = lora.get("path")
+    if lora in ("", "none", "None", "null"):
+        lora = None
+    settings = ",".join(f"{k}={v}" for k, v in sorted(args.items()) if k not in INFRA_ARGS)
+    return str(variant), (str(lora) if lora else None), settings
+
+
+def load_results_file(path: Path) -> list[TaskRun]:
+    """All tasks of one results.json, with their samples when logged."""
+    results = json.loads(path.read_text(encoding="utf-8"))
+    stamp = path.name[: -len(RESULTS_SUFFIX)]
+    runs = []
+    for task, agg in (results.get("results") or {}).items():
+        metrics = {}
+        for k, v in (agg or {}).items():
+            metrics[k[: -len(",none")] if k.endswith(",none") else k] = v
+        sp = path.with_name(f"{stamp}_samples_{task}.jsonl")
+        samples = _read_jsonl(sp) if sp.exists() else None
+        variant, lora, settings = _identity(results, _first_meta(samples))
+        runs.append(
+            TaskRun(
+                variant=variant,
+                lora=lora,
+                settings=settings,
+                task=task,
+                results_path=path,
+                stamp=stamp,
+                results=results,
+                metrics=metrics,
+                samples=samples,
+                samples_path=sp if samples is not None else None,
+                run_meta=_first_meta(samples),
+            )
+        )
+    return runs
+
+
+def load_task_runs(paths: Iterable[str | Path], log: TextIO | None = None) -> list[TaskRun]:
+    """Load every run under ``paths``; for a repeated (variant, lora, settings, task) keep the newest."""
+    log = log if log is not None else sys.stderr
+    newest: dict[tuple[Any, ...], TaskRun] = {}
+    for path in find_results_files(paths):
+        try:
+            runs = load_results_file(path)
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"shirg-leaderboard: skipping unreadable {path}: {exc}", file=log)
+            continue
+        for run in runs:
+            k = (*run.key, run.task)
+            old = newest.get(k)
+            if old is None:
+                newest[k] = run
+                continue
+            keep, drop = sorted((old, run), key=lambda r: (r.stamp, r.results_path.stat().st_mtime))[::-1]
+            newest[k] = keep
+            print(
+                f"shirg-leaderboard: {run.name} / {run.task} appears twice; using the newest "
+                f"{keep.results_path} and ignoring {drop.results_path}",
+                file=log,
+            )
+    return list(newest.values())
+
+
+def sort_key(key: tuple[str, str | None, str]) -> tuple[Any, ...]:
+    variant, lora, settings = key
+    rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+    return (rank, variant, lora or "", settings)
+
+
+# ---- efficiency ---------------------------------------------------------------------------------
+
+
+def _eff(row: dict[str, Any], name: str) -> Any:
+    """An efficiency field: top-level in the sample row, or nested under ``efficiency``."""
+    if name in row:
+        return row[name]
+    nested = row.get("efficiency")
+    return nested.get(name) if isinstance(nested, dict) else None
+
+
+def latencies(runs: Iterable[TaskRun]) -> list[float]:
+    """Per-sample latencies (ms) pooled over runs, warm-up samples excluded unless every sample is warm-up."""
+    timed = [
+        (scalar(_eff(r, "latency_ms")), bool(_eff(r, "warmup"))) for run in runs for r in run.samples or []
+    ]
+    timed = [(v, w) for v, w in timed if not math.isnan(v)]
+    steady = [v for v, w in timed if not w]
+    return steady if steady else [v for v, _ in timed]
+
+
+def latency_p50(runs: list[TaskRun]) -> float:
+    """Median latency from samples; without samples, the mean of the tasks' aggregated ``latency_ms_p50``."""
+    lat = latencies(runs)
+    if lat:
+        return float(np.median(lat))
+    aggs = [run.aggregate("latency_ms_p50") for run in runs]
+    aggs = [a for a in aggs if not math.isnan(a)]
+    return float(np.mean(aggs)) if aggs else math.nan
+
+
+def peak_memory(runs: list[TaskRun]) -> tuple[float, str | None]:
+    """Largest peak memory (GB) over the runs and its kind (``cuda_max_allocated`` / ``cpu_peak_rss``)."""
+    best, kind = math.nan, None
+    for run in runs:
+        cands = [(scalar(_eff(r, "peak_mem_gb")), _eff(r, "peak_mem_kind")) for r in run.samples or []]
+        if not cands:
+            for name in ("peak_mem_gb_max", "peak_mem_gb"):
+                if not math.isnan(run.aggregate(name)):
+                    cands = [(run.aggregate(name), run.metrics.get("peak_mem_kind"))]
+                    break
+        for val, k in cands:
+            if not math.isnan(val) and (math.isnan(best) or val > best):
+                best, kind = val, (str(k) if k else kind)
+    return best, kind
+
+
+def visual_tokens(runs: list[TaskRun]) -> float:
+    vals = [scalar(_eff(r, "visual_tokens")) for run in runs for r in run.samples or []]
+    vals = [v for v in vals if not math.isnan(v)]
+    if vals:
+        return float(np.mean(vals))
+    aggs = [a for run in runs for a in (run.aggregate("visual_tokens"), run.aggregate("visual_tokens_mean"))]
+    aggs = [a for a in aggs if not math.isnan(a)]
+    return float(np.mean(aggs)) if aggs else math.nan

@@ -1,0 +1,240 @@
+"""Training configuration: one flat dataclass (plus a nested ``data`` block), YAML + command-line overrides.
+
+Every key is overridable on the command line as ``--key value`` (``--data.json PATH`` for the nested block);
+values are parsed as YAML scalars so ``--lr 1e-4`` is a float and ``--lora_lm true`` a bool. Unknown keys are
+an error that lists the valid ones (a typo must never silently train with the default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# SigLIP encoder layers 0-3 q/k/v and both projector linears; names as in LavidaModel (PEFT fullmatches the regex).
+VISION_PROJECTOR_TARGETS = (r"vision_tower\.encoder\.layers\.[0-3]\.self_attn\.(q|k|v)_proj"
+                            r"|mm_projector\.(0|2)")
+LM_TARGETS = r"language_model\.model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
+
+
+class ConfigError(ValueError):
+    """A bad training configuration (unknown key, wrong type, missing file)."""
+
+
+@dataclass
+class DataConfig:
+    json: str = ""  # LLaVA-format conversation JSON (e.g. blip_laion_cc_sbu_558k.json)
+    image_folder: str = ""  # image paths in the JSON are relative to this folder
+    max_answer_tokens: int = 128  # longer answers are truncated (captions are short)
+
+
+@dataclass
+class TrainConfig:
+    pretrained: str = "jacklishufan/lavida-llada-v1.0-instruct"
+    variant: str = "shirg_fixed"
+    mixed_resolution: bool = False  # per batch, sample lavida_384 or the (672 px) `variant` path
+    output_dir: str = "outputs/lora"
+    data: DataConfig = field(default_factory=DataConfig)
+    # LoRA
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    lora_lm: bool = False  # also put LoRA on the LM's q/k/v/o
+    # optimisation
+    lr: float = 7e-5
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_scheduler: str = "cosine"  # cosine | linear | constant (all with linear warm-up)
+    warmup_ratio: float = 0.1
+    micro_batch_size: int = 16
+    grad_accum: int = 8
+    epochs: int = 2
+    max_steps: int = -1  # > 0 caps the number of optimizer steps
+    max_grad_norm: float = 1.0
+    mask_eps: float = 1e-3  # t ~ U(eps, 1) in the masked-diffusion loss
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    gradient_checkpointing: bool = False
+    # bookkeeping
+    deepspeed: str = "configs/deepspeed/zero2.json"
+    save_steps: int = 500
+    logging_steps: int = 1
+    seed: int = 42
+    resume: str = "no"  # no | auto (latest complete checkpoint in output_dir) | path to a checkpoint dir
+    tensorboard: bool = False
+    num_workers: int = 0  # DataLoader workers for image decoding
+    progress: bool = True  # tqdm bar on rank 0
+
+    # ------------------------------------------------------------------ helpers
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        keys = []
+        for f in dataclasses.fields(cls):
+            if f.name == "data":
+                keys += [f"data.{d.name}" for d in dataclasses.fields(DataConfig)]
+            else:
+                keys.append(f.name)
+        return keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_dtype(self):
+        import torch
+
+        if self.precision == "auto":
+            return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+        if self.precision not in names:
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        return names[self.precision]
+
+    def lora_targets(self) -> str:
+        return VISION_PROJECTOR_TARGETS + (f"|{LM_TARGETS}" if self.lora_lm else "")
+
+    def validate(self) -> None:
+        from ..selection.presets import VARIANTS
+
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant {self.variant!r} is unknown; known: {', '.join(VARIANTS)}")
+        for name in ("micro_batch_size", "grad_accum", "epochs", "lora_r", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_scheduler not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"lr_scheduler must be cosine, linear or constant, got {self.lr_scheduler!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.data.json:
+            raise ConfigError("data.json is not set (path to a LLaVA-format conversation JSON)")
+        self.resolved_dtype()
+
+
+def _set_key(raw: dict[str, Any], key: str, value: Any) -> None:
+    valid = TrainConfig.valid_keys()
+    if key not in valid and not (key == "data" and isinstance(value, dict)):
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+    if key == "data":
+        for sub, v in value.items():
+            _set_key(raw, f"data.{sub}", v)
+    elif key.startswith("data."):
+        raw.setdefault("data", {})[key.split(".", 1)[1]] = value
+    else:
+        raw[key] = value
+
+
+def _coerce(cfg: TrainConfig) -> TrainConfig:
+    """Check value types against the dataclass defaults (ints accepted where floats are expected)."""
+    def check(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if dataclasses.is_dataclass(default):
+                check(value, f"{prefix}{f.name}.")
+                continue
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{prefix}{f.name} must be true/false, got {value!r}")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{prefix}{f.name} must be a number, got {value!r}")
+                setattr(obj, f.name, float(value))
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{prefix}{f.name} must be an integer, got {value!r}")
+            elif isinstance(default, str):
+                if value is None:
+                    setattr(obj, f.name, "")
+                elif not isinstance(value, str):
+                    setattr(obj, f.name, str(value))
+    check(cfg, "")
+    return cfg
+
+
+def build_config(raw: dict[str, Any]) -> TrainConfig:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        _set_key(flat, key, value)
+    data = DataConfig(**flat.pop("data", {}))
+    return _coerce(TrainConfig(data=data, **flat))
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` pairs -> dict; a bare ``--flag`` means true (e.g. ``--resume``)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --key value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_") if not key.startswith("data.") else key
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            else:
+                value = "true"
+        parsed = yaml.safe_load(value) if value != "" else ""
+        if key == "resume" and parsed is True:
+            parsed = "auto"
+        if key == "resume" and parsed is False:
+            parsed = "no"
+        out[key] = parsed
+        i += 1
+    return out
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    merged: dict[str, Any] = {}
+    for key, value in raw.items():
+        _set_key(merged, key, value)
+    for key, value in (overrides or {}).items():
+        _set_key(merged, key, value)
+    cfg = build_config(merged)
+    cfg.validate()
+    return cfg
+
+
+def fill_deepspeed_config(ds: dict[str, Any], cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+    """Replace DeepSpeed's ``"auto"`` values with the YAML's (DeepSpeed itself rejects "auto")."""
+    import torch
+
+    bf16 = cfg.resolved_dtype() == torch.bfloat16
+    values = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
+        "gradient_clipping": cfg.max_grad_norm,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "betas": list(cfg.adam_betas),
+    }
+
+    def fill(node: Any, key: str | None = None) -> Any:
+        if isinstance(node, dict):
+            out = {k: fill(v, k) for k, v in node.items()}
+            if key == "bf16" and out.get("enabled") == "auto":
+                out["enabled"] = bf16
+            if key == "fp16" and out.get("enabled") == "auto":
+                out["enabled"] = False
+            return out
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        if node == "auto":
+            if key not in values:
+                raise ConfigError(f"DeepSpeed config: no value to fill \"auto\" for key {key!r}")
+            return values[key]
+        return node
+
+    return fill(json.loads(json.dumps(ds)))

@@ -1,0 +1,98 @@
+"""LaViDa's masked-diffusion training objective on answer tokens, over a right-padded micro-batch.
+
+Per sequence ``i`` with ``L_i`` answer tokens (the caption followed by ``<|eot_id|>``):
+
+* ``t_i ~ U(eps, 1)``; each answer token is replaced by the mask token with probability ``t_i``;
+* prompt tokens (system/user text and the whole image block) are never masked and never scored;
+* ``loss_i = (1 / L_i) * sum_{masked j} CE(logits_ij, x_ij) / t_i``  -- normalised by the answer length,
+  as LLaDA's SFT loss (``token_loss / answer_lengths``), so long and short captions weigh the same;
+* the micro-batch loss is the mean of ``loss_i`` over sequences (a sequence whose draw masks nothing
+  contributes 0: the estimator stays unbiased, ``E[#masked / t] = L_i``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..model.prompting import STOP_TOKEN, build_prompt_ids
+from .data import Sample
+
+
+@dataclass
+class Sequence:
+    prompt_embeds: torch.Tensor  # [Lp, D] text + visual block, never masked
+    answer_ids: torch.Tensor  # [La] caption + <|eot_id|>
+
+
+def answer_stop_id(tokenizer) -> int:
+    tid = tokenizer.convert_tokens_to_ids(STOP_TOKEN)
+    if tid is None or tid == tokenizer.unk_token_id:
+        tid = tokenizer.eos_token_id
+    if tid is None:
+        raise ValueError(f"tokenizer has neither {STOP_TOKEN} nor an eos token to end answers with")
+    return int(tid)
+
+
+def question_embeds(model, tokenizer, question: str) -> torch.Tensor | None:
+    """The question's LM input embeddings (what text-aware selectors score against), as the pipeline does."""
+    ids = tokenizer(question, add_special_tokens=False)["input_ids"] if question else []
+    if not ids:
+        return None
+    return model.embed_tokens(torch.tensor(ids, device=model.device))
+
+
+def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generator: torch.Generator | None,
+                  max_answer_tokens: int, stop_id: int) -> Sequence:
+    """Image + question -> prompt embeddings (gradients flow through SigLIP/projector/selection), answer ids."""
+    views = visual_path.prepare(image)
+    visual = visual_path.encode(views, question_embeds(model, tokenizer, sample.question), generator)
+    prompt_ids = build_prompt_ids(tokenizer, sample.question)
+    prompt = model.embed_prompt(prompt_ids, visual.embeds)[0]
+    ids = tokenizer(sample.answer, add_special_tokens=False)["input_ids"][: max_answer_tokens - 1] + [stop_id]
+    room = model.config.tokenizer_model_max_length - prompt.shape[0]
+    if room < 2:
+        raise ValueError(f"sample {sample.uid}: prompt fills the context ({prompt.shape[0]} positions)")
+    ids = ids[: room - 1] + [stop_id] if len(ids) > room else ids
+    return Sequence(prompt, torch.tensor(ids, dtype=torch.long, device=prompt.device))
+
+
+def masked_diffusion_loss(model, sequences: list[Sequence], mask_id: int, eps: float = 1e-3,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked-diffusion loss of one micro-batch (see the module docstring for the normalisation)."""
+    device = sequences[0].prompt_embeds.device
+    batch = len(sequences)
+    t = eps + (1 - eps) * torch.rand(batch, generator=generator, device="cpu")
+    rows, masks, lengths = [], [], []
+    for i, seq in enumerate(sequences):
+        la = seq.answer_ids.shape[0]
+        mask = (torch.rand(la, generator=generator, device="cpu") < t[i]).to(device)
+        noisy = torch.where(mask, torch.full_like(seq.answer_ids, mask_id), seq.answer_ids)
+        answer_embeds = model.embed_tokens(noisy).to(seq.prompt_embeds.dtype)
+        rows.append(torch.cat([seq.prompt_embeds, answer_embeds], dim=0))
+        masks.append(mask)
+        lengths.append((seq.prompt_embeds.shape[0], la))
+    longest = max(r.shape[0] for r in rows)
+    dim = rows[0].shape[1]
+    embeds = rows[0].new_zeros(batch, longest, dim)
+    key_padding = torch.ones(batch, longest, dtype=torch.bool, device=device)
+    for i, row in enumerate(rows):  # right padding; padded keys are masked out of attention
+        embeds[i, : row.shape[0]] = row
+        key_padding[i, : row.shape[0]] = False
+    # Logits only where answers can be (from the shortest prompt on): the LM head over every image token
+    # would cost B x L x vocab memory for nothing.
+    first = min(lp for lp, _ in lengths)
+    keep = torch.arange(first, longest, device=device)
+    logits = model.logits(embeds, key_padding=key_padding, logits_to_keep=keep)
+    per_seq = []
+    for i, seq in enumerate(sequences):
+        lp, la = lengths[i]
+        answer_logits = logits[i, lp - first: lp - first + la].float()
+        ce = F.cross_entropy(answer_logits, seq.answer_ids, reduction="none")
+        per_seq.append((ce * masks[i]).sum() / t[i].to(device) / la)
+    loss = torch.stack(per_seq).mean()
+    info = {"tokens": float(sum(lp + la for lp, la in lengths)), "answer_tokens": float(sum(la for _, la in lengths)),
+            "masked_tokens": float(sum(m.sum().item() for m in masks))}
+    return loss, info
