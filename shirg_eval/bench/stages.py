@@ -30,43 +30,10 @@ from ..model.prompting import build_prompt_ids
 from ..model.sampler import GenerationConfig, StageClock, generate
 from ..model.tiny import TinyDims, build_tokenizer, lavida_config_dict, load_tokenizer, make_tiny_checkpoint
 from ..selection.presets import VisualPath
+from .cost_model import DIMS, BenchDims
 
 MODEL_STAGES = ("vision", "projector", "selection", "embed", "prefill", "denoise")
 DEFAULT_QUESTION = "What is the value of the red bar in the chart for the year 2019?"
-
-
-@dataclass(frozen=True)
-class BenchDims:
-    """LM and SigLIP sizes a bench model is built with (``vision_layers``: layers kept, i.e. after LaViDa's drop)."""
-
-    name: str
-    d_model: int
-    n_heads: int
-    n_layers: int
-    mlp_hidden_size: int
-    vocab_size: int
-    vision_hidden: int
-    vision_intermediate: int
-    vision_heads: int
-    vision_layers: int
-    dtype: str = "float32"
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-
-_TINY = TinyDims()
-DIMS: dict[str, BenchDims] = {
-    # the tiny checkpoint's dims (what the tests build)
-    "tiny": BenchDims("tiny", _TINY.d_model, _TINY.n_heads, _TINY.n_layers, _TINY.mlp_hidden_size, _TINY.vocab_size,
-                      _TINY.vision_hidden, _TINY.vision_intermediate, _TINY.vision_heads, _TINY.vision_layers_kept),
-    # real widths, head_dim 128 and mlp ratio 3 (LLaDA) / so400m's 1152-4304-16; depth cut to 2 so a CPU run takes
-    # minutes. Vocab 16384 keeps the LM head near its real share of a 2-layer LM's FLOPs.
-    "small": BenchDims("small", 512, 4, 2, 1536, 16384, 1152, 4304, 16, 2),
-    # LaViDa-LLaDA-8B + SigLIP so400m (26 of 27 layers), bf16, random init: GPU only
-    "real": BenchDims("real", 4096, 32, 32, 12288, 126464, 1152, 4304, 16, 26, "bfloat16"),
-}
 
 
 def bench_config(dims: BenchDims, mask_id: int, eos_id: int) -> LavidaConfig:
@@ -226,6 +193,15 @@ class RssSampler:
         return (self.peak - self.start) / 2**30
 
 
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the delta is then a lower bound
+        pass
+
+
 def measure_peak_memory(fn: Callable[[], object], device: torch.device) -> dict[str, Any]:
     """Peak memory of one call of ``fn``: CUDA max_memory_allocated (reset first), or sampled CPU RSS delta."""
     if device.type == "cuda":
@@ -236,6 +212,7 @@ def measure_peak_memory(fn: Callable[[], object], device: torch.device) -> dict[
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
         return {"kind": "cuda_max_memory_allocated", "peak_gb": peak / 2**30, "delta_gb": (peak - base) / 2**30}
+    _malloc_trim()  # hand freed heap back to the OS, so this call's peak shows up as RSS growth
     with RssSampler() as rss:
         fn()
     return {"kind": "cpu_rss_sampled_2ms", "peak_gb": rss.peak / 2**30, "delta_gb": rss.delta_gb,

@@ -138,6 +138,11 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
                 if not isinstance(value, bool):
                     raise ConfigError(f"{prefix}{f.name} must be true/false, got {value!r}")
             elif isinstance(default, float):
+                if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        pass
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"{prefix}{f.name} must be a number, got {value!r}")
                 setattr(obj, f.name, float(value))
@@ -178,6 +183,11 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
             else:
                 value = "true"
         parsed = yaml.safe_load(value) if value != "" else ""
+        if isinstance(parsed, str):
+            try:
+                parsed = float(parsed) if any(c in parsed.lower() for c in ".e") else parsed
+            except ValueError:
+                pass
         if key == "resume" and parsed is True:
             parsed = "auto"
         if key == "resume" and parsed is False:
@@ -223,12 +233,10 @@ def fill_deepspeed_config(ds: dict[str, Any], cfg: TrainConfig, world_size: int)
 
     def fill(node: Any, key: str | None = None) -> Any:
         if isinstance(node, dict):
-            out = {k: fill(v, k) for k, v in node.items()}
-            if key == "bf16" and out.get("enabled") == "auto":
-                out["enabled"] = bf16
-            if key == "fp16" and out.get("enabled") == "auto":
-                out["enabled"] = False
-            return out
+            node = dict(node)
+            if key in ("bf16", "fp16") and node.get("enabled") == "auto":
+                node["enabled"] = bf16 if key == "bf16" else False  # fp16 never: LLaDA is trained in bf16
+            return {k: fill(v, k) for k, v in node.items()}
         if isinstance(node, list):
             return [fill(v) for v in node]
         if node == "auto":

@@ -1,0 +1,83 @@
+"""``shirg-viz``: pictures of what a variant kept, and the interpolated position-embedding diagnostic.
+
+    shirg-viz IMAGE --variant shirg_fixed [--question "..."] -o out.png [--pretrained CKPT]
+    shirg-viz --posembed IMAGE -o heat.png [--pretrained CKPT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..model.loading import DEFAULT_PRETRAINED
+from .presets import VARIANTS
+from .viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
+
+
+def selection_picture(pipeline, image: Image.Image, question: str = "") -> Image.Image:
+    """The view the selector saw, kept patches highlighted, regions outlined, token count in the title."""
+    path = pipeline.path
+    with torch.no_grad():
+        visual = path(image, pipeline.question_embeds(question), pipeline.generator)
+    view = visual.views.views[0]
+    if visual.kept_indices is None or visual.grid_hw is None:  # release path: nothing is dropped
+        h = w = pipeline.model.config.vision_grid
+        kept = torch.arange(h * w)
+        grid = (h, w)
+    else:
+        kept, grid = visual.kept_indices, visual.grid_hw
+    region = path.selector_params.get("region", 4) if path.selector_name not in (None, "full", "pool_k") else None
+    title = path.name
+    return draw_selection(view, kept, grid, region=region, title=title, n_tokens=visual.n_tokens)
+
+
+def posembed_similarity(model, image: Image.Image, resolution: int = 672) -> torch.Tensor:
+    """Per-position cosine between 672 px features pooled back to 27x27 and the 384 px features of the image."""
+    proc = model.image_processor
+    native = model.config.vision.image_size
+    with torch.no_grad():
+        low = model.encode_views(proc.single(image, native).pixel_values)[0]
+        high = model.encode_views(proc.single(image, resolution).pixel_values)[0]
+    side_lo = native // model.config.vision.patch_size
+    side_hi = resolution // model.config.vision.patch_size
+    return pooled_cosine_map(high, (side_hi, side_hi), low, (side_lo, side_lo))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shirg-viz", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("image", nargs="?", help="image to show a selection on")
+    parser.add_argument("--posembed", metavar="IMAGE", help="position-embedding diagnostic heat map for IMAGE")
+    parser.add_argument("--variant", default="shirg_fixed", choices=list(VARIANTS))
+    parser.add_argument("--question", default="")
+    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED)
+    parser.add_argument("--lora", default=None)
+    parser.add_argument("--k", type=int, default=None)
+    parser.add_argument("--resolution", type=int, default=672, help="high resolution for --posembed")
+    parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    args = parser.parse_args(argv)
+    if not args.image and not args.posembed:
+        parser.error("give an IMAGE, or --posembed IMAGE")
+    from ..pipeline import ShirgPipeline
+
+    params = {"k": args.k} if args.k else {}
+    pipeline = ShirgPipeline(args.pretrained, args.variant, lora=args.lora, **params)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.posembed:
+        sim = posembed_similarity(pipeline.model, Image.open(args.posembed), args.resolution)
+        title = f"cos(pool({args.resolution}px) , 384px) per 27x27 position: min {sim.min():.3f}, mean {sim.mean():.3f}"
+        draw_posembed_heatmap(sim.cpu().numpy(), title).save(out)
+        corners = [sim[0, 0], sim[0, -1], sim[-1, 0], sim[-1, -1]]
+        print(f"mean {sim.mean():.4f}  min {sim.min():.4f}  corners {[round(float(c), 4) for c in corners]}")
+    else:
+        selection_picture(pipeline, Image.open(args.image), args.question).save(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""DeepSpeed ZeRO + PEFT LoRA trainer for LaViDa with a SHIRG visual path.
+
+One optimizer step = ``grad_accum`` micro-batches of ``micro_batch_size`` samples on every rank. The global
+micro-batch counter ``m`` is the whole data position (epoch = m // per_epoch, index = m % per_epoch) and seeds
+the per-batch masking RNG, so a resumed run sees exactly the batches and masks the killed run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .adapters import adapter_meta, apply_lora, count_parameters
+from .checkpoint import find_latest, load_checkpoint, save_checkpoint
+from .config import TrainConfig, fill_deepspeed_config
+from .data import ConversationDataset, ResumableOrder, SkipStats, micro_batches
+from .loss import answer_stop_id, encode_sample, masked_diffusion_loss
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/inf; nothing was saved for the failing step."""
+
+
+# ------------------------------------------------------------------------------------------ distributed
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup_distributed() -> tuple[int, int, int]:
+    """(rank, world, local_rank). Without a launcher, single-process defaults (else DeepSpeed probes MPI)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+    import deepspeed
+
+    if not dist.is_initialized():
+        # CPU: gloo (no oneCCL here); GPU: NCCL.
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+# ------------------------------------------------------------------------------------------ model glue
+class DiffusionLossModule(nn.Module):
+    """What DeepSpeed wraps: micro-batch in, masked-diffusion loss out (so ZeRO hooks see every submodule)."""
+
+    def __init__(self, peft_model: nn.Module, paths: dict[str, Any], tokenizer, cfg: TrainConfig, stop_id: int):
+        super().__init__()
+        self.peft = peft_model
+        self.paths = paths
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.stop_id = stop_id
+
+    @property
+    def lavida(self) -> nn.Module:
+        return self.peft.get_base_model()
+
+    def forward(self, items: list[tuple[Any, Any]], path_name: str,
+                generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        model = self.lavida
+        root_params = list(model.parameters(recurse=False))  # image_newline: owned by no submodule's forward
+        ctx = _zero3_gather(root_params)
+        with ctx:
+            if not items:  # every image of this micro-batch was unreadable: a zero loss keeps ranks in step
+                zero = sum(p.sum() * 0 for p in self.peft.parameters() if p.requires_grad)
+                return zero, {"tokens": 0.0, "answer_tokens": 0.0, "masked_tokens": 0.0}
+            path = self.paths[path_name]
+            seqs = [encode_sample(model, path, self.tokenizer, s, img, generator, self.cfg.data.max_answer_tokens,
+                                  self.stop_id) for s, img in items]
+            return masked_diffusion_loss(model, seqs, model.config.mask_token_id, self.cfg.mask_eps, generator)
+
+
+def _zero3_gather(params: list[nn.Parameter]):
+    from contextlib import nullcontext
+
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    return nullcontext()
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, kind: str):
+    """Linear warm-up, then cosine / linear decay to 0 (or constant)."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def _seed_for(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _resolve_ds_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
+    if not cfg.deepspeed:
+        raw: dict[str, Any] = {"zero_optimization": {"stage": 0}, "bf16": {"enabled": "auto"},
+                               "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                               "train_batch_size": "auto", "gradient_clipping": "auto"}
+    else:
+        path = Path(cfg.deepspeed)
+        if not path.is_file() and (REPO_ROOT / path).is_file():
+            path = REPO_ROOT / path
+        if not path.is_file():
+            raise FileNotFoundError(f"DeepSpeed config {cfg.deepspeed} not found")
+        raw = json.loads(path.read_text())
+    ds = fill_deepspeed_config(raw, cfg, world)
+    ds.pop("optimizer", None)  # we pass a torch AdamW ourselves: no fused-Adam JIT build
+    ds.pop("scheduler", None)
+    ds.setdefault("zero_allow_untested_optimizer", True)
+    ds.setdefault("steps_per_print", 10**9)
+    return ds
+
+
+class MetricsLog:
+    """JSONL metrics (rank 0). On resume, lines past the resumed step are dropped so no step appears twice."""
+
+    def __init__(self, path: Path, resume_step: int | None, tensorboard_dir: Path | None):
+        self.path = path
+        if resume_step is not None and path.is_file():
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if "step" not in rec or rec["step"] <= resume_step:
+                    kept.append(line)
+            path.write_text("".join(k + "\n" for k in kept))
+        self.fh = open(path, "a", buffering=1)
+        self.tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ImportError("tensorboard: true needs the `tensorboard` package (pip install tensorboard)") from err
+            self.tb = SummaryWriter(str(tensorboard_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"train/{k}", v, record["step"])
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ------------------------------------------------------------------------------------------ training
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(f"[shirg-train] {msg}", flush=True)
+
+
+def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
+    """Run (or resume) a LoRA training; returns a summary (final step, skip counts, paths).
+
+    ``return_model``: also return the trained PEFT model under ``"model"`` (tests compare it with the saved adapter).
+    """
+    import deepspeed
+    from tqdm import tqdm
+
+    from ..model.lavida import LavidaModel
+    from ..model.tiny import load_tokenizer
+    from ..selection.presets import VisualPath
+
+    rank, world, local_rank = setup_distributed()
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    dtype = cfg.resolved_dtype()
+    random.seed(cfg.seed + rank)
+    np.random.seed((cfg.seed + rank) % 2**32)
+    torch.manual_seed(cfg.seed + rank)
+    out = Path(cfg.output_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    # ---- model + LoRA
+    model = LavidaModel.from_pretrained(cfg.pretrained, device=device, dtype=dtype)
+    tokenizer = load_tokenizer(model.checkpoint_path)
+    if cfg.gradient_checkpointing:
+        # Non-reentrant: works with frozen inputs (only LoRA params need grads).
+        for sub in (model.vision_tower, model.language_model):
+            sub.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets = cfg.lora_targets()
+    peft_model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets)
+    peft_model.train()
+    trainable, total = count_parameters(peft_model)
+    _log(rank, f"trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.4f}%) "
+               f"[LoRA r={cfg.lora_r} on {targets}]")
+    meta = adapter_meta(cfg.variant, model.checkpoint_path, cfg.pretrained, targets, cfg.lora_r, cfg.lora_alpha,
+                        cfg.lora_lm)
+
+    paths = {cfg.variant: VisualPath(model, cfg.variant)}
+    if cfg.mixed_resolution and cfg.variant != "lavida_384":
+        paths["lavida_384"] = VisualPath(model, "lavida_384")
+    module = DiffusionLossModule(peft_model, paths, tokenizer, cfg, answer_stop_id(tokenizer))
+
+    # ---- data and schedule
+    dataset = ConversationDataset(cfg.data.json, cfg.data.image_folder or None)
+    stats: SkipStats = dataset.stats
+    order = ResumableOrder(len(dataset), cfg.micro_batch_size, rank, world, cfg.seed)
+    total_steps = cfg.epochs * order.per_epoch // cfg.grad_accum
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    if total_steps < 1:
+        raise ValueError(f"no optimizer step fits: {len(dataset)} samples, {order.per_epoch} micro-batches/epoch "
+                         f"on {world} rank(s), grad_accum {cfg.grad_accum}, epochs {cfg.epochs}")
+    total_micro = total_steps * cfg.grad_accum
+    warmup = int(cfg.warmup_ratio * total_steps)
+    _log(rank, f"data: {len(dataset)} usable samples (skipped at indexing: {stats.as_dict()}); "
+               f"{order.per_epoch} micro-batches/epoch/rank; {total_steps} optimizer steps, {warmup} warm-up")
+
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup, cfg.lr_scheduler))
+    ds_config = _resolve_ds_config(cfg, world)
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=module, optimizer=optimizer,
+                                                           lr_scheduler=scheduler, config=ds_config)
+    zero_stage = engine.zero_optimization_stage()
+
+    # ---- resume
+    start_micro, step = 0, 0
+    resume_from = None
+    if cfg.resume not in ("", "no", "false", "False"):
+        resume_from = find_latest(out) if cfg.resume == "auto" else Path(cfg.resume)
+        if resume_from is None:
+            _log(rank, f"resume: no complete checkpoint in {out}; starting from scratch")
+        else:
+            state = load_checkpoint(engine, resume_from, rank)
+            start_micro, step = int(state["micro_step"]), int(state["step"])
+            stats.corrupt_ids.update(state.get("corrupt_ids", []))
+            _log(rank, f"resumed from {resume_from}: step {step}, epoch {state['epoch']}, index {state['index']}")
+    metrics = MetricsLog(out / "metrics.jsonl", step if resume_from else None,
+                         out / "tensorboard" if cfg.tensorboard else None) if rank == 0 else None
+
+    # ---- loop
+    bar = tqdm(total=total_steps, initial=step, desc="lora", disable=rank != 0 or not cfg.progress,
+               dynamic_ncols=True, file=sys.stdout)
+    acc_loss, acc_tokens, acc_n = 0.0, 0.0, 0
+    t_step = time.perf_counter()
+    last_ckpt: str | None = str(resume_from) if resume_from else None
+    try:
+        for m, items in micro_batches(dataset, order, start_micro, total_micro, cfg.num_workers):
+            good = []
+            for sample, image in items:
+                if image is None:
+                    if sample.uid not in stats.corrupt_ids:
+                        print(f"[shirg-train] rank {rank}: skipping unreadable image {sample.image_path} "
+                              f"(id {sample.uid})", flush=True)
+                    stats.corrupt_ids.add(sample.uid)
+                else:
+                    good.append((sample, image))
+            path_name = cfg.variant
+            if len(paths) > 1 and random.Random(_seed_for(cfg.seed, "res", m)).random() < 0.5:
+                path_name = "lavida_384"
+            gen = torch.Generator().manual_seed(_seed_for(cfg.seed, m, rank))
+            loss, info = engine(good, path_name, gen)
+            loss_sum, tokens_sum, bad = _all_reduce(
+                [float(loss.detach()), info["tokens"], 0.0 if math.isfinite(float(loss.detach())) else 1.0], device)
+            if bad or not math.isfinite(loss_sum):
+                raise TrainingDivergedError(
+                    f"non-finite loss at step {step + 1} (micro-batch {m}, loss {float(loss.detach())}); stopped "
+                    f"without saving. Last good checkpoint: {last_ckpt or 'none'}")
+            lr = scheduler.get_last_lr()[0]
+            engine.backward(loss)
+            engine.step()
+            acc_loss += loss_sum / world
+            acc_tokens += tokens_sum
+            acc_n += 1
+            if (m + 1) % cfg.grad_accum:
+                continue
+            step = (m + 1) // cfg.grad_accum
+            grad_norm = engine.get_global_grad_norm()
+            elapsed = time.perf_counter() - t_step
+            epoch, index = order.position(m + 1)
+            record = {"step": step, "loss": acc_loss / acc_n, "lr": lr,
+                      "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                      "tokens_per_s": acc_tokens / max(elapsed, 1e-9), "epoch": epoch, "index": index}
+            if rank == 0 and (step % cfg.logging_steps == 0 or step == total_steps):
+                metrics.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+            acc_loss, acc_tokens, acc_n = 0.0, 0.0, 0
+            if step % cfg.save_steps == 0 or step == total_steps:
+                trainer_state = {"step": step, "micro_step": m + 1, "epoch": epoch, "index": index,
+                                 "total_steps": total_steps, "world_size": world, "zero_stage": zero_stage,
+                                 "skipped": stats.as_dict(), "corrupt_ids": sorted(stats.corrupt_ids),
+                                 "variant": cfg.variant, "seed": cfg.seed}
+                ckpt = save_checkpoint(engine, peft_model, out, step, trainer_state, meta, rank)
+                last_ckpt = str(ckpt)
+                _log(rank, f"saved {ckpt}")
+            t_step = time.perf_counter()
+    finally:
+        bar.close()
+
+    # ---- summary (skip counts summed over ranks; index-time skips are the same on every rank)
+    corrupt = sorted(stats.corrupt_ids)
+    if dist.is_initialized() and world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, corrupt)
+        corrupt = sorted({u for part in gathered for u in part})
+    skipped = {"malformed": stats.malformed, "missing_image": stats.missing_image, "corrupt_image": len(corrupt)}
+    summary = {"event": "end", "final_step": step, "total_steps": total_steps, "skipped": skipped,
+               "trainable_params": trainable, "total_params": total, "output_dir": str(out),
+               "last_checkpoint": last_ckpt}
+    if rank == 0:
+        metrics.write(summary)
+        metrics.close()
+    _log(rank, f"done: step {step}/{total_steps}; skipped records: {skipped}; last checkpoint {last_ckpt}")
+    if return_model:
+        summary["model"] = peft_model
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI: ``--config YAML`` then ``--key value`` overrides; ``--local_rank=N`` from the launcher is accepted."""
+    from .config import ConfigError, load_config, parse_overrides
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--local_rank") or arg.startswith("--local-rank"):
+            value = arg.split("=", 1)[1] if "=" in arg else argv[(i := i + 1)]
+            os.environ.setdefault("LOCAL_RANK", value)
+        elif arg in ("-h", "--help"):
+            print("usage: train/lora.py --config YAML [--key value ...] [--resume]\nvalid keys: "
+                  + ", ".join(TrainConfig.valid_keys()))
+            return {}
+        elif arg == "--config" or arg.startswith("--config="):
+            config_path = arg.split("=", 1)[1] if "=" in arg else argv[(i := i + 1)]
+        else:
+            rest.append(arg)
+        i += 1
+    try:
+        cfg = load_config(config_path, parse_overrides(rest))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    return train(cfg)

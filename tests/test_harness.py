@@ -1,0 +1,147 @@
+"""The lmms-eval plugin: model args, entry points, the ``lmms_eval`` command end to end on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shirg_eval.harness.model_args import parse_model_args
+from shirg_eval.selection.presets import VARIANTS
+
+BIN = Path(sys.executable).parent
+EFFICIENCY = ("latency_ms", "prefill_ms", "denoise_ms", "peak_mem_gb", "visual_tokens")
+
+
+def test_model_args_types_and_unknown_keys():
+    args = parse_model_args("shirg_fixed", {"k": 512, "alpha": 1, "scaffold": False, "batch_size": 1})
+    assert args.k == 512 and args.alpha == 1.0 and args.scaffold is False
+    assert args.selector_params() == {"k": 512, "alpha": 1.0, "scaffold": False}
+    with pytest.raises(ValueError, match=r"unknown model_args \['kk'\]; valid: pretrained"):
+        parse_model_args("shirg_fixed", {"kk": 3})
+    with pytest.raises(ValueError, match="k='many' should be int"):
+        parse_model_args("shirg_fixed", {"k": "many"})
+    with pytest.raises(ValueError, match="prefix_cache=3 should be bool"):
+        parse_model_args("shirg_fixed", {"prefix_cache": 3})
+    with pytest.raises(ValueError, match="batch_size must be 1"):
+        parse_model_args("shirg_fixed", {"batch_size": 4})
+    with pytest.raises(ValueError, match="kv_dtype"):
+        parse_model_args("lavida", {"kv_dtype": "int4"})
+
+
+def test_every_variant_is_an_entry_point():
+    from lmms_eval.models import get_model
+
+    for name in VARIANTS:
+        cls = get_model(name)
+        assert cls.variant == name and cls.is_simple
+
+
+def test_lavida_rejects_selector_arguments(tiny_checkpoint):
+    from shirg_eval.harness.lmms_model import MODEL_CLASSES
+
+    with pytest.raises(ValueError, match="released path and takes no selector"):
+        MODEL_CLASSES["lavida"](pretrained=str(tiny_checkpoint), k=512)
+
+
+@pytest.fixture(scope="module")
+def synthetic_env(tmp_path_factory, tiny_checkpoint):
+    from shirg_eval.data.synthetic import main as synth
+
+    root = tmp_path_factory.mktemp("synth")
+    synth(["--out", str(root), "--n", "12", "--what", "chartqa,docvqa"])
+    env = dict(os.environ, SHIRG_CHARTQA_PATH=str(root / "chartqa" / "test.parquet"),
+               SHIRG_DOCVQA_PATH=str(root / "docvqa" / "validation.parquet"), HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env, tiny_checkpoint
+
+
+def run_lmms_eval(env, *args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "lmms_eval"), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def load_outputs(out: Path, task: str) -> tuple[dict, list[dict]]:
+    results = sorted(out.rglob("*_results.json"))
+    assert results, f"no results.json under {out}"
+    samples = sorted(out.rglob(f"*_samples_{task}.jsonl"))
+    rows = [json.loads(line) for line in samples[-1].read_text().splitlines()]
+    return json.loads(results[-1].read_text()), rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,metrics", [
+    ("chartqa_200", ["relaxed_overall", "relaxed_human_split", "relaxed_augmented_split", "exact_match", "cider"]),
+    ("docvqa_200", ["anls", "exact_match", "cider"]),
+])
+def test_lmms_eval_end_to_end(synthetic_env, tmp_path, task, metrics):
+    env, ckpt = synthetic_env
+    proc = run_lmms_eval(env, "--model", "shirg_fixed", "--model_args", f"pretrained={ckpt}", "--tasks", task,
+                         "--limit", "3", "--output_path", str(tmp_path), "--log_samples", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results, rows = load_outputs(tmp_path, task)
+    values = results["results"][task]
+    for metric in metrics + ["latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "peak_mem_gb_max",
+                             "visual_tokens_mean"]:
+        assert f"{metric},none" in values, metric
+    assert values["visual_tokens_mean,none"] == 912
+    assert len(rows) == 3
+    for i, row in enumerate(rows):
+        for field in EFFICIENCY:
+            assert isinstance(row[field], (int, float)) and row[field] >= 0, field
+        assert row["visual_tokens"] == 912 and row["shirg_uid"]
+        assert row["warmup"] is (i == 0) or row["warmup"] == (i == 0)
+        assert row["run_meta"]["variant"] == "shirg_fixed" and row["run_meta"]["selector"] == "shirg_fixed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,tokens", [
+    ("lavida", None), ("lavida_384", 729), ("lavida_672", 2304), ("shirg_original", None), ("pool_k", 768),
+    ("random_k", 768),
+])
+def test_every_variant_runs(synthetic_env, tmp_path, variant, tokens):
+    env, ckpt = synthetic_env
+    proc = run_lmms_eval(env, "--model", variant, "--model_args", f"pretrained={ckpt},gen_length=8",
+                         "--tasks", "chartqa_200", "--limit", "1", "--output_path", str(tmp_path), "--log_samples",
+                         cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, rows = load_outputs(tmp_path, "chartqa_200")
+    if tokens is not None:
+        assert rows[0]["visual_tokens"] == tokens
+    else:
+        assert 100 < rows[0]["visual_tokens"] < 2304
+
+
+@pytest.mark.slow
+def test_failures_exit_nonzero(synthetic_env, tmp_path):
+    env, ckpt = synthetic_env
+    proc = run_lmms_eval(env, "--model", "shirg_fixed", "--model_args", f"pretrained={ckpt}", "--tasks",
+                         "no_such_task", "--output_path", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode != 0 and "Tasks not found: no_such_task" in proc.stderr
+    proc = run_lmms_eval(env, "--model", "shirg_fixed", "--model_args", f"pretrained={tmp_path / 'missing'}",
+                         "--tasks", "chartqa_200", "--limit", "1", "--output_path", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode != 0 and "no such directory" in proc.stderr
+
+
+@pytest.mark.slow
+def test_upstream_command_with_include_path(synthetic_env, tmp_path):
+    import shirg_eval.tasks
+
+    env, ckpt = synthetic_env
+    tasks = str(Path(shirg_eval.tasks.__file__).parent)
+    proc = subprocess.run([str(BIN / "lmms-eval"), "--model", "pool_k", "--model_args", f"pretrained={ckpt},k=64",
+                           "--tasks", "docvqa_200", "--include_path", tasks, "--limit", "1", "--output_path",
+                           str(tmp_path), "--log_samples"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, rows = load_outputs(tmp_path, "docvqa_200")
+    assert rows[0]["visual_tokens"] == 64
+
+
+def test_help_passes_through():
+    proc = subprocess.run([str(BIN / "lmms_eval"), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "eval" in proc.stdout and "tasks" in proc.stdout
