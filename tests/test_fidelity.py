@@ -11,14 +11,13 @@ import json
 
 import pytest
 import torch
+from conftest import fixture_sets
 from PIL import Image
 from safetensors.torch import load_file
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from shirg_eval.model.lavida import LavidaModel
 from shirg_eval.model.sampler import GenerationConfig, generate
-
-from conftest import fixture_sets
 
 SETS = fixture_sets()
 VISION_TOL, LOGIT_TOL = 1e-5, 1e-4
@@ -122,9 +121,9 @@ def test_generation(fixture):
     for name, case in meta["generate"].items():
         call = case["call"]
         config = _gen_config(call)
-        step_logits = []
+        step_logits: list[torch.Tensor] = []
         out = generate(model, exp["inputs_embeds"], config, mask_id=call["mask_id"],
-                       on_step_logits=lambda logits: step_logits.append(logits[0]), record_history=True)
+                       on_step_logits=step_logits.append, record_history=True)
         expected_ids = exp[f"{name}_output_ids"]
         assert out.ids.tolist() == expected_ids[:, -config.gen_length:].tolist(), name
         if not call["prefix_lm"]:  # the reference returns the whole canvas with 0 in the prompt slots
@@ -132,4 +131,4 @@ def test_generation(fixture):
         assert out.n_forward == case["n_forward"], name
         history = torch.stack([h[0] for h in out.history])
         assert history.tolist() == exp[f"{name}_history"][:, 0, -config.gen_length:].tolist(), name
-        assert max_err(torch.stack(step_logits), exp[f"{name}_step_logits"]) <= LOGIT_TOL, name
+        assert max_err(torch.stack([s[0] for s in step_logits]), exp[f"{name}_step_logits"]) <= LOGIT_TOL, name

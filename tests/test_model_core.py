@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import FIXTURES
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -16,8 +17,6 @@ from shirg_eval.model.loading import lavida_to_ours, ours_to_lavida
 from shirg_eval.model.preprocess import ImageInputError, select_best_resolution, to_rgb
 from shirg_eval.model.prompting import build_prompt_ids, decode_answer
 from shirg_eval.model.sampler import GenerationConfig, generate, transfer_counts
-
-from conftest import FIXTURES
 
 
 def _copy_checkpoint(src, dst):
@@ -90,7 +89,7 @@ def test_sharded_checkpoint_loads_identically(tiny_checkpoint, tiny_model, tmp_p
     index = {"weight_map": {k: name for name, names in shards.items() for k in names}}
     (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
     sharded = LavidaModel.from_pretrained(ckpt)
-    for (k, a), (_, b) in zip(tiny_model.state_dict().items(), sharded.state_dict().items()):
+    for (k, a), (_, b) in zip(tiny_model.state_dict().items(), sharded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
 

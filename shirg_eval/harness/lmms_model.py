@@ -100,9 +100,17 @@ class ShirgLavidaLMM(lmms):
         for request in tqdm(requests, disable=self.rank != 0, desc=f"{self.variant}"):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
-            image = self._image_of(doc_to_visual, doc)
-            config = self._generation_config(dict(gen_kwargs))
-            answer = self.pipeline.answer(image, context, config)
+            try:
+                image = self._image_of(doc_to_visual, doc)
+                config = self._generation_config(dict(gen_kwargs))
+                answer = self.pipeline.answer(image, context, config)
+            except Exception as err:
+                # Never score a broken sample as a wrong answer: stop loudly, naming the document.
+                uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
+                raise RuntimeError(
+                    f"--model {self.variant}: {task}/{split} doc {doc_id} (shirg_uid={uid}) failed: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
             text = answer.text
             for stop in gen_kwargs.get("until", []) or []:
                 if stop and stop in text:
