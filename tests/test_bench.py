@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -65,10 +64,7 @@ def test_predicted_ratios_and_cache():
 
 def test_bench_cli_tiny(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    start = time.perf_counter()
     main(["--dims", "tiny", "--runs", "2", "--warmup", "1", "--variants", "lavida_384,shirg_fixed", "--json", str(out)])
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"tiny bench took {elapsed:.1f} s"
     report = json.loads(out.read_text())
     assert report["dims"] == "tiny" and report["baseline"] == "lavida_384"
     assert set(report["variants"]) == {"lavida_384", "shirg_fixed"}

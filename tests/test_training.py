@@ -227,7 +227,9 @@ def test_adapter_roundtrip_and_changes_outputs(trained, tiny_checkpoint, tiny_to
         merged, info = load_adapter(LavidaModel.from_pretrained(tiny_checkpoint), trained["out"], variant="lavida_384")
         merged_logits = merged.logits(prompt_embeds(merged, tiny_tokenizer, image))
     assert torch.equal(unmerged_logits, trained_logits)
-    assert torch.allclose(merged_logits, trained_logits, atol=1e-5, rtol=0)
+    # Merging reassociates fp32 sums (W + BA)x vs Wx + B(Ax): equal to 1e-5 of the logits' scale.
+    scale = trained_logits.abs().max()
+    assert (merged_logits - trained_logits).abs().max() < 1e-5 * scale, (merged_logits - trained_logits).abs().max()
     assert (merged_logits - base_logits).abs().max() > 1e-3
     assert info["path"].endswith("checkpoint-24") and info["variant"] == "lavida_384" and info["rank"] == 8
     assert len(info["sha256"]) == 64 and not any("lora_" in n for n, _ in merged.named_parameters())
@@ -342,3 +344,23 @@ def test_sigkill_then_resume(tiny_checkpoint, tmp_path):
     assert [r["step"] for r in metric_steps(out)] == list(range(1, 9))
     state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["micro_step"] == 16
+
+
+def test_resume_reproduces_uninterrupted_run(tiny_checkpoint, tmp_path):
+    """Optimizer, scheduler, RNG and data position restored: steps after the resume point are recomputed equal."""
+    from shirg_eval.training.trainer import train
+
+    data = make_data(tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    cfg = tiny_cfg(tiny_checkpoint, data, out, max_steps=6, save_steps=3, micro_batch_size=1, grad_accum=2,
+                   lora_dropout=0.1, warmup_ratio=0.34)
+    train(cfg)
+    before = {r["step"]: (r["loss"], r["lr"]) for r in metric_steps(out)}
+    (out / "latest").write_text("checkpoint-3\n")  # pretend the run died right after step 3
+    cfg.resume = "auto"
+    assert train(cfg)["final_step"] == 6
+    after = {r["step"]: (r["loss"], r["lr"]) for r in metric_steps(out)}
+    assert list(after) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert after[step][1] == before[step][1]
+        assert abs(after[step][0] - before[step][0]) < 1e-5 * max(1.0, abs(before[step][0])), (step, before, after)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from transformers import SiglipImageProcessorPil
 
 PAD_FILL = (127, 127, 127)  # int(0.5 * 255) per channel: LaViDa's expand2square background
@@ -30,10 +30,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """
     if not isinstance(image, Image.Image):
         raise ImageInputError(f"expected a PIL image, got {type(image).__name__}")
+    # lmms-eval sets PIL's LOAD_TRUNCATED_IMAGES globally, which silently pads a truncated file with grey;
+    # a truncated input must be an error here, not a quietly different image.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         image.load()
     except (OSError, SyntaxError) as err:
         raise ImageInputError(f"cannot decode image ({err}); the file is truncated or corrupt") from err
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
     if image.width < 1 or image.height < 1:
         raise ImageInputError(f"image has no pixels ({image.width}x{image.height})")
     image = ImageOps.exif_transpose(image) or image
