@@ -6,9 +6,11 @@ decoding -> text. Timings are model time from preprocessed pixels to text; PIL p
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,9 +111,15 @@ class ShirgPipeline:
 
         import shirg_eval
 
+        checkpoint = getattr(self.model, "checkpoint_path", None)
+        config_sha = None
+        if checkpoint and (Path(checkpoint) / "config.json").is_file():
+            config_sha = hashlib.sha256((Path(checkpoint) / "config.json").read_bytes()).hexdigest()
         return {
             **self.path.describe(),
             "pretrained": self.pretrained,
+            "checkpoint_path": checkpoint,  # resolved: a hub id's snapshot folder names its revision
+            "config_sha256": config_sha,
             "lora": self.lora_info,
             "seed": self.seed,
             "device": str(self.model.device),

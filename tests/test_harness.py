@@ -145,3 +145,26 @@ def test_upstream_command_with_include_path(synthetic_env, tmp_path):
 def test_help_passes_through():
     proc = subprocess.run([str(BIN / "lmms_eval"), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "eval" in proc.stdout and "tasks" in proc.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_journal(synthetic_env, tmp_path):
+    """A rerun reuses journaled answers (original timings, marked resumed) and only generates the rest."""
+    env, ckpt = synthetic_env
+    common = ["--model", "random_k", "--model_args", f"pretrained={ckpt},gen_length=8", "--tasks", "chartqa_200",
+              "--output_path", str(tmp_path), "--log_samples"]
+    first = run_lmms_eval(env, *common, "--limit", "2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    journal = next((tmp_path / ".shirg_journal").glob("answers-*.jsonl"))
+    assert len(journal.read_text().splitlines()) == 2
+    _, rows_before = load_outputs(tmp_path, "chartqa_200")
+    second = run_lmms_eval(env, *common, "--limit", "3", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert len(journal.read_text().splitlines()) == 3  # one new sample generated, two reused
+    samples = sorted(tmp_path.rglob("*_samples_chartqa_200.jsonl"))[-1]
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    resumed = {r["shirg_uid"]: r for r in rows if r["run_meta"].get("resumed")}
+    assert len(resumed) == 2
+    for old in rows_before:
+        assert resumed[old["shirg_uid"]]["latency_ms"] == old["latency_ms"]
+        assert resumed[old["shirg_uid"]]["filtered_resps"] == old["filtered_resps"]

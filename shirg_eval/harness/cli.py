@@ -3,6 +3,8 @@
 - ``tasks/`` (installed as ``shirg_eval.tasks``) is added to ``--include_path``, after any user path.
 - Exits nonzero when the evaluation failed (task not found, model error, no results written); lmms-eval
   0.7.3 itself logs the error and exits 0.
+- With ``--output_path``, answers are journaled in ``OUTPUT/.shirg_journal``: rerunning an interrupted
+  command reuses finished samples (with their original timings, marked ``resumed``).
 - ``lmms_eval --help`` and lmms-eval's subcommands (``tasks``, ``models``, ...) pass through unchanged.
 """
 
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     user_paths = args.include_path if isinstance(args.include_path, list) else [args.include_path]
     args.include_path = [p for p in user_paths if p] + [tasks_dir()]
     listing = args.tasks in ("list", "list_groups", "list_tags", "list_subtasks")
+    if args.output_path and "SHIRG_JOURNAL_DIR" not in os.environ:
+        # Answers are journaled beside the results, so rerunning an interrupted command resumes it.
+        os.environ["SHIRG_JOURNAL_DIR"] = str(Path(args.output_path) / ".shirg_journal")
 
     failures: list[str] = []
     _watch_failures(failures)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..model.sampler import GenerationConfig
 from ..pipeline import ShirgPipeline
 from . import efficiency
+from .journal import AnswerJournal
 from .model_args import parse_model_args
 
 
@@ -48,6 +49,14 @@ class ShirgLavidaLMM(lmms):
         self.run_meta["prefix_cache"] = self.args.prefix_cache
         self.run_meta["kv_dtype"] = self.args.kv_dtype
         self._n_generated = 0
+        journal_dir = self.args.journal or os.environ.get("SHIRG_JOURNAL_DIR")
+        self.journal = AnswerJournal(journal_dir, self._journal_description()) if journal_dir else None
+
+    def _journal_description(self) -> dict[str, Any]:
+        meta = {k: v for k, v in self.run_meta.items() if k not in ("device", "versions")}
+        meta["config_sha256"] = self.run_meta.get("config_sha256")
+        meta["rank"] = self.rank  # each data-parallel rank journals its own shard
+        return meta
 
     # --------------------------------------------------------------- distributed (accelerate launch)
     def _setup_distributed(self) -> None:
@@ -100,6 +109,17 @@ class ShirgLavidaLMM(lmms):
         for request in tqdm(requests, disable=self.rank != 0, desc=f"{self.variant}"):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
+            uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
+            key = None
+            if self.journal is not None:
+                key = AnswerJournal.sample_key(task, split, str(uid or doc_id), {**dict(gen_kwargs), "ctx": context})
+                done = self.journal.get(key)
+                if done is not None:
+                    text, record = done
+                    if uid is not None and record is not None:
+                        efficiency.record(uid, record)
+                    outputs.append(text)
+                    continue
             try:
                 image = self._image_of(doc_to_visual, doc)
                 config = self._generation_config(dict(gen_kwargs))
@@ -115,23 +135,26 @@ class ShirgLavidaLMM(lmms):
             for stop in gen_kwargs.get("until", []) or []:
                 if stop and stop in text:
                     text = text.split(stop)[0]
-            self._record(doc, answer)
+            record = self._record(doc, answer)
+            if self.journal is not None:
+                self.journal.add(key, text.strip(), record)
             outputs.append(text.strip())
         return outputs
 
-    def _record(self, doc: dict, answer) -> None:
+    def _record(self, doc: dict, answer) -> efficiency.EfficiencyRecord:
         uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
         self._n_generated += 1
-        if uid is None:
-            return
         t = answer.timings_ms
         meta = {**self.run_meta, "image_size": list(answer.visual.views.image_size) if answer.visual.views else None,
                 "prefix_kv_mb": answer.info.get("prefix_kv_mb"), "selection": answer.visual.info}
-        efficiency.record(uid, efficiency.EfficiencyRecord(
+        record = efficiency.EfficiencyRecord(
             latency_ms=t["latency_ms"], prefill_ms=t["prefill_ms"], denoise_ms=t["denoise_ms"],
             peak_mem_gb=answer.peak_mem_gb, peak_mem_kind=answer.peak_mem_kind,
             visual_tokens=answer.visual.n_tokens, warmup=self._n_generated == 1, meta=meta,
-        ))
+        )
+        if uid is not None:
+            efficiency.record(uid, record)
+        return record
 
     def loglikelihood(self, requests):
         raise NotImplementedError(f"{self.variant}: loglikelihood is not defined for masked-diffusion decoding here")
