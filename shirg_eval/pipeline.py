@@ -74,10 +74,18 @@ class ShirgPipeline:
             return None
         return self.model.embed_tokens(torch.tensor(ids, device=self.model.device))
 
+    def reseed(self, sample_key: str) -> None:
+        """Seed the per-sample RNG from (seed, sample key): answers do not depend on order or sharding."""
+        digest = hashlib.sha256(f"{self.seed}:{sample_key}".encode()).digest()
+        self.generator.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
     @torch.no_grad()
-    def answer(self, image, question: str, config: GenerationConfig | None = None) -> Answer:
+    def answer(self, image, question: str, config: GenerationConfig | None = None,
+               sample_key: str | None = None) -> Answer:
         config = config or GenerationConfig()
         model, device = self.model, self.model.device
+        if sample_key is not None:
+            self.reseed(sample_key)
         t0 = time.perf_counter()
         views = self.path.prepare(image)
         prompt_ids = build_prompt_ids(self.tokenizer, question)

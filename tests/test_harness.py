@@ -168,3 +168,21 @@ def test_interrupted_run_resumes_from_journal(synthetic_env, tmp_path):
     for old in rows_before:
         assert resumed[old["shirg_uid"]]["latency_ms"] == old["latency_ms"]
         assert resumed[old["shirg_uid"]]["filtered_resps"] == old["filtered_resps"]
+
+
+@pytest.mark.slow
+def test_data_parallel_matches_one_process(synthetic_env, tmp_path):
+    env, ckpt = synthetic_env
+    args = ["--model", "random_k", "--model_args", f"pretrained={ckpt},gen_length=8", "--tasks", "chartqa_200",
+            "--limit", "4", "--log_samples"]
+    single = run_lmms_eval(env, *args, "--output_path", str(tmp_path / "one"), cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "shirg_eval.harness.cli"]
+    dp = subprocess.run([*launch, *args, "--output_path", str(tmp_path / "two")], env=env, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=600)
+    assert dp.returncode == 0, dp.stderr[-2000:]
+    _, one = load_outputs(tmp_path / "one", "chartqa_200")
+    _, two = load_outputs(tmp_path / "two", "chartqa_200")
+    key = lambda rows: sorted((r["shirg_uid"], r["filtered_resps"], r["visual_tokens"]) for r in rows)  # noqa: E731
+    assert key(one) == key(two) and len(one) == 4

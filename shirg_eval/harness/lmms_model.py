@@ -123,7 +123,7 @@ class ShirgLavidaLMM(lmms):
             try:
                 image = self._image_of(doc_to_visual, doc)
                 config = self._generation_config(dict(gen_kwargs))
-                answer = self.pipeline.answer(image, context, config)
+                answer = self.pipeline.answer(image, context, config, sample_key=f"{task}/{uid or doc_id}")
             except Exception as err:
                 # Never score a broken sample as a wrong answer: stop loudly, naming the document.
                 uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
