@@ -219,6 +219,7 @@ def process_docs_for(ds: Any, task: str, seed: int = SUBSET_SEED) -> Any:
     spec = SPECS[task]
     if "shirg_uid" in ds.column_names:  # idempotent: re-derive rather than trust an old column
         ds = ds.remove_columns("shirg_uid")
+    check_columns(ds, spec)
     uids, rows, keep = compute_uids(ds, spec)
     picked = select_subset(uids, [spec.stratum(r) for r in rows], spec.quotas, seed, task)
     chosen_uids = [uids[p] for p in picked]
@@ -404,6 +405,19 @@ def local_source(path_str: str, split: str) -> tuple[str, dict[str, Any]]:
         named = [p for p in parquet if p.name.startswith(f"{split}-") or p.stem == split or p.parent.name == split]
         return "parquet", {"data_files": {split: [str(p) for p in (named or parquet)]}}
     raise ValueError(f"{path}: no parquet files and not a save_to_disk folder")
+
+
+def check_columns(ds: Any, spec: TaskSpec) -> None:
+    """The data must have the hub schema's columns; say which are missing instead of a KeyError later."""
+    source = os.environ.get(spec.env_var, "").strip() or spec.hub_path
+    columns = set(ds.column_names)
+    # Text columns only: lmms-eval also runs process_docs on an image-less copy of the split.
+    missing = sorted(set(spec.text_columns) - columns)
+    if missing:
+        raise ValueError(
+            f"{spec.name}: data {source} ({spec.env_var}) lacks column(s) {missing}; found {sorted(columns)}. "
+            "It must have the hub dataset's schema (`shirg-synth` writes one)."
+        )
 
 
 _TASK_CLASSES: dict[str, type] = {}
