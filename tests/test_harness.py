@@ -89,6 +89,7 @@ def test_lmms_eval_end_to_end(synthetic_env, tmp_path, task, metrics):
                              "visual_tokens_mean"]:
         assert f"{metric},none" in values, metric
     assert values["visual_tokens_mean,none"] == 912
+    assert len(list(tmp_path.glob("selection_shirg_fixed_*.png"))) == 3  # overlays for the leaderboard gallery
     assert len(rows) == 3
     for i, row in enumerate(rows):
         for field in EFFICIENCY:

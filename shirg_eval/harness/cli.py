@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_path and "SHIRG_JOURNAL_DIR" not in os.environ:
         # Answers are journaled beside the results, so rerunning an interrupted command resumes it.
         os.environ["SHIRG_JOURNAL_DIR"] = str(Path(args.output_path) / ".shirg_journal")
+    if args.output_path and "SHIRG_PICTURE_DIR" not in os.environ:
+        os.environ["SHIRG_PICTURE_DIR"] = str(Path(args.output_path))
 
     failures: list[str] = []
     _watch_failures(failures)

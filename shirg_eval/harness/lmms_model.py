@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +50,8 @@ class ShirgLavidaLMM(lmms):
         self.run_meta["prefix_cache"] = self.args.prefix_cache
         self.run_meta["kv_dtype"] = self.args.kv_dtype
         self._n_generated = 0
+        self.picture_dir = os.environ.get("SHIRG_PICTURE_DIR")
+        self._pictures_left = self.args.pictures if self.rank == 0 else 0
         journal_dir = self.args.journal or os.environ.get("SHIRG_JOURNAL_DIR")
         self.journal = AnswerJournal(journal_dir, self._journal_description()) if journal_dir else None
 
@@ -136,6 +139,7 @@ class ShirgLavidaLMM(lmms):
                 if stop and stop in text:
                     text = text.split(stop)[0]
             record = self._record(doc, answer)
+            self._save_picture(answer, f"{task}_{uid or doc_id}")
             if self.journal is not None:
                 self.journal.add(key, text.strip(), record)
             outputs.append(text.strip())
@@ -155,6 +159,17 @@ class ShirgLavidaLMM(lmms):
         if uid is not None:
             efficiency.record(uid, record)
         return record
+
+    def _save_picture(self, answer, name: str) -> None:
+        """The first few samples' selection overlays, for the leaderboard's gallery."""
+        if not self.picture_dir or self._pictures_left <= 0 or answer.visual.views is None:
+            return
+        from ..selection.viz_cli import picture_of
+
+        self._pictures_left -= 1
+        out = Path(self.picture_dir) / f"selection_{self.variant}_{name}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        picture_of(answer.visual, self.pipeline.path, self.pipeline.model.config.vision_grid).save(out)
 
     def loglikelihood(self, requests):
         raise NotImplementedError(f"{self.variant}: loglikelihood is not defined for masked-diffusion decoding here")

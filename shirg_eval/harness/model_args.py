@@ -34,6 +34,7 @@ class ModelArgs:
     dtype: str | None = None
     seed: int = 0
     attn_implementation: str | None = None
+    pictures: int = 3  # selection overlays saved for the first N samples (beside the results)
     journal: str | None = None  # directory of the resume journal (the lmms_eval command sets one per output_path)
 
     def selector_params(self) -> dict[str, Any]:

@@ -20,12 +20,16 @@ from .viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
 
 def selection_picture(pipeline, image: Image.Image, question: str = "") -> Image.Image:
     """The view the selector saw, kept patches highlighted, regions outlined, token count in the title."""
-    path = pipeline.path
     with torch.no_grad():
-        visual = path(image, pipeline.question_embeds(question), pipeline.generator)
+        visual = pipeline.path(image, pipeline.question_embeds(question), pipeline.generator)
+    return picture_of(visual, pipeline.path, pipeline.model.config.vision_grid)
+
+
+def picture_of(visual, path, native_grid: int) -> Image.Image:
+    """Picture of one :class:`VisualSequence` made by ``path`` (the release path keeps every patch)."""
     view = visual.views.views[0]
     if visual.kept_indices is None or visual.grid_hw is None:  # release path: nothing is dropped
-        h = w = pipeline.model.config.vision_grid
+        h = w = native_grid
         kept = torch.arange(h * w)
         grid = (h, w)
     else:

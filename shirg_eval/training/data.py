@@ -106,10 +106,6 @@ class ConversationDataset(torch.utils.data.Dataset):
         return sample, image
 
 
-def collate_keep(batch: list[tuple[Sample, Any]]) -> list[tuple[Sample, Any]]:
-    return batch
-
-
 class ResumableOrder:
     """Seeded per-epoch shuffle, split across ranks; micro-batch ``m`` is a pure function of (seed, m).
 
@@ -155,8 +151,7 @@ class OrderedBatches(torch.utils.data.IterableDataset):
 def micro_batches(dataset: ConversationDataset, order: ResumableOrder, start: int, stop: int, num_workers: int = 0):
     """Iterate ``(micro_step, [(sample, image|None), ...])`` in order, decoding images in workers if asked."""
     loader = torch.utils.data.DataLoader(OrderedBatches(dataset, order, start, stop), batch_size=None,
-                                         num_workers=num_workers, collate_fn=None,
-                                         in_order=True) if num_workers else None
+                                         num_workers=num_workers) if num_workers else None
     if loader is None:
         for m in range(start, stop):
             yield m, [dataset[i] for i in order.indices(m)]

@@ -263,6 +263,10 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     resume_from = None
     if cfg.resume not in ("", "no", "false", "False"):
         resume_from = find_latest(out) if cfg.resume == "auto" else Path(cfg.resume)
+        if resume_from is not None and not (resume_from / "trainer_state.json").is_file():
+            resume_from = find_latest(resume_from)  # an output dir: its newest complete checkpoint
+            if resume_from is None:
+                raise FileNotFoundError(f"resume: {cfg.resume} holds no complete checkpoint")
         if resume_from is None:
             _log(rank, f"resume: no complete checkpoint in {out}; starting from scratch")
         else:
