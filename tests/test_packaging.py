@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_package_list_matches_tree():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.relative_to(REPO).parent.parts) for p in (REPO / "shirg_eval").rglob("__init__.py")}
     on_disk |= {"shirg_eval.tasks", "shirg_eval.configs"}
