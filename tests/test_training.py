@@ -6,6 +6,7 @@ cheapest variant on CPU; the SHIRG path is exercised by the DeepSpeed launcher t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,18 @@ import pytest
 import torch
 
 from shirg_eval.training.adapters import AdapterError, lora_param_count_from_dims
-from shirg_eval.training.config import ConfigError, TrainConfig, fill_deepspeed_config, load_config, parse_overrides
+from shirg_eval.training.config import (
+    ConfigError,
+    TrainConfig,
+    fill_deepspeed_config,
+    load_config,
+    parse_overrides,
+)
+
+# DeepSpeed JIT-builds a CPU comm op into ~/.cache/torch_extensions; checkouts with other venvs on one machine
+# rebuild it in turn (their include paths differ), ~30-100 s each time. One cache per interpreter avoids that.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions" /
+                                                  f"shirg-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:10]}"))
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "train" / "tiny_cpu.yaml"
@@ -111,7 +123,7 @@ def test_deepspeed_configs_fill_auto():
 
 # ------------------------------------------------------------------------------------------ data
 def test_data_skips_and_counts(tmp_path):
-    from shirg_eval.training.data import ConversationDataset, ResumableOrder
+    from shirg_eval.training.data import ConversationDataset, ResumableOrder, micro_batches
 
     ds = ConversationDataset(make_data(tmp_path, n=4, broken=True))
     assert len(ds) == 5  # 4 good + the corrupt one (detected when decoded)
@@ -126,6 +138,11 @@ def test_data_skips_and_counts(tmp_path):
     assert o0.indices(2) == ResumableOrder(10, 2, 0, 2, seed=3).indices(2)
     assert [o0.indices(m) for m in range(2)] != [o0.indices(m) for m in range(2, 4)]  # reshuffled per epoch
     assert o0.position(7) == (3, 1)
+    # Decoding in DataLoader workers keeps the order (and the corrupt image still comes back as None).
+    order = ResumableOrder(len(ds), 2, 0, 1, seed=0)
+    serial = [(m, [s.uid for s, _ in b]) for m, b in micro_batches(ds, order, 1, 5)]
+    workers = [(m, [s.uid for s, _ in b]) for m, b in micro_batches(ds, order, 1, 5, num_workers=2)]
+    assert serial == workers and [m for m, _ in serial] == [1, 2, 3, 4]
 
 
 # ------------------------------------------------------------------------------------------ LoRA counts
@@ -287,7 +304,8 @@ def test_crash_during_save_keeps_previous_and_tmp_is_ignored(tiny_checkpoint, tm
 
     data = make_data(tmp_path / "data", n=4)
     out = tmp_path / "out"
-    cfg = tiny_cfg(tiny_checkpoint, data, out, max_steps=4, save_steps=2, micro_batch_size=1)
+    cfg = tiny_cfg(tiny_checkpoint, data, out, max_steps=4, save_steps=2, micro_batch_size=1,
+                   gradient_checkpointing=True)  # also exercises the checkpointing switch
     real = checkpoint.write_adapter
     calls = {"n": 0}
 

@@ -60,7 +60,7 @@ def test_zero2_one_rank_shirg_path(tiny_checkpoint, tmp_path):
     data = make_data(tmp_path / "data", n=4)
     out = tmp_path / "out"
     proc = launch(1, tiny_checkpoint, data, out, "--deepspeed", "configs/deepspeed/zero2.json",
-                  "--variant", "shirg_fixed", "--max_steps", "2", "--save_steps", "1", "--micro_batch_size", "1")
+                  "--variant", "shirg_fixed", "--mixed_resolution", "true", "--max_steps", "2", "--save_steps", "1", "--micro_batch_size", "1")
     assert "trainable params: 6,528" in proc.stdout
     assert [r["step"] for r in metric_steps(out)] == [1, 2]
     check_adapter(out / "checkpoint-2", r=8)
