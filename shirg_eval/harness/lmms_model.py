@@ -6,7 +6,6 @@ Registered through the ``lmms_eval.models`` entry point (see ``registration.py``
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -93,13 +92,9 @@ class ShirgLavidaLMM(lmms):
         gen_length = self.args.gen_length or int(gen_kwargs.get("max_new_tokens", 32))
         block = self.args.block_length or min(128, gen_length)
         temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0)
-        kwargs = dict(gen_length=gen_length, block_length=block, steps=self.args.steps, temperature=temperature,
-                      prefix_cache=self.args.prefix_cache)
-        if "kv_dtype" in GenerationConfig.__dataclass_fields__:
-            kwargs["kv_dtype"] = self.args.kv_dtype
-        elif self.args.kv_dtype != "auto":
-            raise ValueError("kv_dtype other than 'auto' is not supported by this build's sampler")
-        return GenerationConfig(**kwargs)
+        return GenerationConfig(gen_length=gen_length, block_length=block, steps=self.args.steps,
+                                temperature=temperature, prefix_cache=self.args.prefix_cache,
+                                kv_dtype=self.args.kv_dtype)
 
     def _image_of(self, doc_to_visual, doc) -> Any:
         visuals = [v for v in (doc_to_visual(doc) or []) if v is not None]
@@ -193,10 +188,3 @@ def _make_classes() -> dict[str, type[ShirgLavidaLMM]]:
 MODEL_CLASSES = _make_classes()
 globals().update({cls.__name__: cls for cls in MODEL_CLASSES.values()})
 
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

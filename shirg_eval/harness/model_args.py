@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..model.kv_cache import KV_DTYPES
 from ..model.loading import DEFAULT_PRETRAINED
-
-KV_DTYPES = ("auto", "bf16", "fp16", "int8")
 
 
 @dataclass
