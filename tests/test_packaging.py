@@ -15,9 +15,10 @@ def test_package_list_matches_tree():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(p.relative_to(REPO).parent.parts) for p in (REPO / "shirg_eval").rglob("__init__.py")}
-    on_disk |= {"shirg_eval.tasks", "shirg_eval.configs"}
-    on_disk |= {f"shirg_eval.tasks.{p.parent.name}" for p in (REPO / "tasks").glob("*/*.yaml")}
-    on_disk = {p for p in on_disk if "__pycache__" not in p}
+    for folder in ("tasks", "configs"):  # data folders mapped into the package: every subfolder ships
+        for sub in [REPO / folder, *(p for p in (REPO / folder).rglob("*") if p.is_dir())]:
+            if "__pycache__" not in sub.parts and any(f.is_file() for f in sub.iterdir()):
+                on_disk.add(".".join(("shirg_eval", *sub.relative_to(REPO).parts)))
     assert declared == on_disk
 
 
