@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from typing import Any
 
 from shirg_eval.harness import efficiency
 from shirg_eval.metrics import anls, corpus_cider, exact_match, relaxed_correctness
+from shirg_eval.model.preprocess import load_strict
 
 try:  # lmms-eval logs through loguru; use it so our warnings land in the same stream
     from loguru import logger as log
@@ -236,6 +238,12 @@ def process_docs_for(ds: Any, task: str, seed: int = SUBSET_SEED) -> Any:
         log.info(f"{task}: no manifest for dataset fingerprint {dataset_fingerprint(uids)[:12]} "
                  "(`python tasks/_common.py manifest --task ...` writes one)")
     out = ds.select([keep[p] for p in picked])
+    if spec.image_column in out.column_names and getattr(out.features[spec.image_column], "decode", False):
+        # datasets decodes (and fully loads) images on access, under lmms-eval's global LOAD_TRUNCATED_IMAGES:
+        # a truncated file would arrive grey-padded. Keep the bytes and decode strictly in doc_to_visual.
+        from datasets import Image
+
+        out = out.cast_column(spec.image_column, Image(decode=False))
     return out.add_column("shirg_uid", chosen_uids)
 
 
@@ -333,11 +341,27 @@ def aggregate_cider(items: Sequence[Any]) -> float | None:
     return corpus_cider([str(it.get("pred") or "") for it in pairs], [list(it["refs"]) for it in pairs])
 
 
+def failed_sample(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A sample the model could not run (allow_failures=true): no score keys at all, so lmms-eval's means skip
+    it instead of counting it wrong; ``failed`` counts it and ``error`` says why."""
+    rec = efficiency.lookup(doc["shirg_uid"])
+    if rec is None or rec.error is None:
+        return None
+    return {"shirg_uid": doc["shirg_uid"], "failed": 1, "error": rec.error, "run_meta": dict(rec.meta)}
+
+
+def count_failed(items: Sequence[Any]) -> int:
+    return int(sum(int(x or 0) for x in items))
+
+
 def chartqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
+    failed = failed_sample(doc)
+    if failed is not None:
+        return failed
     pred = prediction_text(results)
     answer = str(doc["answer"])
     score = 1.0 if relaxed_correctness(pred, answer) else 0.0
-    out: dict[str, Any] = {"shirg_uid": doc["shirg_uid"], "relaxed_overall": score}
+    out: dict[str, Any] = {"shirg_uid": doc["shirg_uid"], "failed": 0, "relaxed_overall": score}
     # Same split rule as lmms-eval's chartqa utils: anything that is not human_test counts as augmented.
     out["relaxed_human_split" if doc["type"] == "human_test" else "relaxed_augmented_split"] = score
     out["exact_match"] = exact_match(pred, [answer])
@@ -347,10 +371,14 @@ def chartqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, An
 
 
 def docvqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
+    failed = failed_sample(doc)
+    if failed is not None:
+        return failed
     pred = prediction_text(results)
     answers = [str(a) for a in (doc.get("answers") or [])]
     out: dict[str, Any] = {
         "shirg_uid": doc["shirg_uid"],
+        "failed": 0,
         "anls": anls(pred, answers),
         "exact_match": exact_match(pred, answers),
         "cider": {"pred": pred, "refs": answers},
@@ -360,7 +388,21 @@ def docvqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[Any]:
-    return [doc["image"].convert("RGB")]
+    # As lmms-eval's chartqa/docvqa (RGB convert), but a truncated file is an error, never grey padding.
+    return [load_strict(open_image(doc["image"])).convert("RGB")]
+
+
+def open_image(value: Any) -> Any:
+    """A PIL image from a decoded image or datasets' undecoded ``{"bytes", "path"}`` cell."""
+    if isinstance(value, dict):
+        from PIL import Image as PILImage
+
+        if value.get("bytes"):
+            return PILImage.open(io.BytesIO(value["bytes"]))
+        if value.get("path"):
+            return PILImage.open(value["path"])
+        raise ValueError("image cell has neither bytes nor path")
+    return value
 
 
 def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] | None = None) -> str:

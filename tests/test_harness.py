@@ -187,3 +187,37 @@ def test_data_parallel_matches_one_process(synthetic_env, tmp_path):
     _, two = load_outputs(tmp_path / "two", "chartqa_200")
     key = lambda rows: sorted((r["shirg_uid"], r["filtered_resps"], r["visual_tokens"]) for r in rows)  # noqa: E731
     assert key(one) == key(two) and len(one) == 4
+
+
+def _corrupt_first_docs(src: Path, dst: Path, n_bad: int) -> None:
+    """Copy a synthetic ChartQA parquet with the first ``n_bad`` images' PNG bytes truncated."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(src)
+    images = table.column("image").to_pylist()
+    for row in images[:n_bad]:
+        row["bytes"] = row["bytes"][: len(row["bytes"]) // 2]
+    idx = table.schema.get_field_index("image")
+    table = table.set_column(idx, table.schema.field(idx), pa.array(images, type=table.schema.field(idx).type))
+    pq.write_table(table, dst)
+
+
+@pytest.mark.slow
+def test_corrupt_sample_fails_loudly_or_is_counted(synthetic_env, tmp_path):
+    env, ckpt = synthetic_env
+    bad = tmp_path / "bad.parquet"
+    _corrupt_first_docs(Path(env["SHIRG_CHARTQA_PATH"]), bad, n_bad=12)  # every doc: whichever --limit picks
+    env = dict(env, SHIRG_CHARTQA_PATH=str(bad))
+    args = ["--model", "lavida_384", "--tasks", "chartqa_200", "--limit", "2", "--log_samples"]
+    strict = run_lmms_eval(env, *args, "--model_args", f"pretrained={ckpt},gen_length=8",
+                           "--output_path", str(tmp_path / "strict"), cwd=tmp_path)
+    assert strict.returncode != 0
+    assert "2 of 2 samples failed" in strict.stderr and "truncated or corrupt" in strict.stderr
+    lenient = run_lmms_eval(env, *args, "--model_args", f"pretrained={ckpt},gen_length=8,allow_failures=true",
+                            "--output_path", str(tmp_path / "lenient"), cwd=tmp_path)
+    assert lenient.returncode == 0, lenient.stderr[-2000:]
+    results, rows = load_outputs(tmp_path / "lenient", "chartqa_200")
+    assert results["results"]["chartqa_200"]["failed,none"] == 2
+    assert all(r["failed"] == 1 and "truncated or corrupt" in r["error"] for r in rows)
+    assert all("relaxed_overall" not in r or r["relaxed_overall"] in (None, []) for r in rows)  # never scored 0

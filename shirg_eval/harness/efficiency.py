@@ -18,14 +18,19 @@ EFFICIENCY_FIELDS = ("latency_ms", "prefill_ms", "denoise_ms", "peak_mem_gb", "v
 
 @dataclass
 class EfficiencyRecord:
-    latency_ms: float
-    prefill_ms: float
-    denoise_ms: float
-    peak_mem_gb: float
-    peak_mem_kind: str  # "cuda_max_allocated" or "cpu_peak_rss" (process-wide, not per sample)
-    visual_tokens: int
+    latency_ms: float | None
+    prefill_ms: float | None
+    denoise_ms: float | None
+    peak_mem_gb: float | None
+    peak_mem_kind: str | None  # "cuda_max_allocated" or "cpu_peak_rss" (process-wide, not per sample)
+    visual_tokens: int | None
     warmup: bool = False  # first sample of a run: measured, but flagged and left out of aggregates
     meta: dict[str, Any] = field(default_factory=dict)  # what actually ran: variant, params, lora, seed, ...
+    error: str | None = None  # the sample failed (allow_failures=true): not scored, counted as failed
+
+    @classmethod
+    def failure(cls, error: str, meta: dict[str, Any]) -> EfficiencyRecord:
+        return cls(None, None, None, None, None, None, meta=meta, error=error)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

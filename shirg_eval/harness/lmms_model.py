@@ -103,7 +103,8 @@ class ShirgLavidaLMM(lmms):
         return visuals[0] if visuals else None
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        outputs = []
+        outputs: list[str] = []
+        failures: list[str] = []
         for request in tqdm(requests, disable=self.rank != 0, desc=f"{self.variant}"):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
@@ -123,12 +124,14 @@ class ShirgLavidaLMM(lmms):
                 config = self._generation_config(dict(gen_kwargs))
                 answer = self.pipeline.answer(image, context, config, sample_key=f"{task}/{uid or doc_id}")
             except Exception as err:
-                # Never score a broken sample as a wrong answer: stop loudly, naming the document.
-                uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
-                raise RuntimeError(
-                    f"--model {self.variant}: {task}/{split} doc {doc_id} (shirg_uid={uid}) failed: "
-                    f"{type(err).__name__}: {err}"
-                ) from err
+                # Never score a broken sample as a wrong answer: record it, finish the others (they are
+                # journaled), then fail the run unless allow_failures=true.
+                message = f"{task}/{split} doc {doc_id} (shirg_uid={uid}): {type(err).__name__}: {err}"
+                failures.append(message)
+                if uid is not None:
+                    efficiency.record(uid, efficiency.EfficiencyRecord.failure(message, dict(self.run_meta)))
+                outputs.append("")
+                continue
             text = answer.text
             for stop in gen_kwargs.get("until", []) or []:
                 if stop and stop in text:
@@ -138,6 +141,13 @@ class ShirgLavidaLMM(lmms):
             if self.journal is not None:
                 self.journal.add(key, text.strip(), record)
             outputs.append(text.strip())
+        if failures and not self.args.allow_failures:
+            shown = "\n  ".join(failures[:5]) + (f"\n  ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")
+            raise RuntimeError(
+                f"--model {self.variant}: {len(failures)} of {len(requests)} samples failed (finished ones are "
+                f"journaled; rerun resumes). Pass allow_failures=true in --model_args to score the rest and count "
+                f"these as failed:\n  {shown}"
+            )
         return outputs
 
     def _record(self, doc: dict, answer) -> efficiency.EfficiencyRecord:

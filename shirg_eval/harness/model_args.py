@@ -33,6 +33,7 @@ class ModelArgs:
     dtype: str | None = None
     seed: int = 0
     attn_implementation: str | None = None
+    allow_failures: bool = False  # score the rest and count failed samples instead of failing the run
     pictures: int = 3  # selection overlays saved for the first N samples (beside the results)
     journal: str | None = None  # directory of the resume journal (the lmms_eval command sets one per output_path)
 

@@ -21,17 +21,14 @@ class ImageInputError(ValueError):
     """An image that cannot be turned into model input (corrupt, empty, absurd size)."""
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as upright 8-bit RGB.
+def load_strict(image: Image.Image) -> Image.Image:
+    """Decode ``image`` fully, or raise :class:`ImageInputError` naming why.
 
-    EXIF orientation is applied (a phone photo is read the way it is shown); 16-bit and float greyscale are
-    rescaled to 8 bits instead of being clipped; alpha is composited on white (documents and charts are drawn
-    on white), palette and CMYK go through PIL's own conversion.
+    lmms-eval sets PIL's ``LOAD_TRUNCATED_IMAGES`` globally, which silently pads a truncated file with grey; a
+    truncated input must be an error here, not a quietly different image.
     """
     if not isinstance(image, Image.Image):
         raise ImageInputError(f"expected a PIL image, got {type(image).__name__}")
-    # lmms-eval sets PIL's LOAD_TRUNCATED_IMAGES globally, which silently pads a truncated file with grey;
-    # a truncated input must be an error here, not a quietly different image.
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -42,6 +39,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     if image.width < 1 or image.height < 1:
         raise ImageInputError(f"image has no pixels ({image.width}x{image.height})")
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as upright 8-bit RGB.
+
+    EXIF orientation is applied (a phone photo is read the way it is shown); 16-bit and float greyscale are
+    rescaled to 8 bits instead of being clipped; alpha is composited on white (documents and charts are drawn
+    on white), palette and CMYK go through PIL's own conversion.
+    """
+    image = load_strict(image)
     image = ImageOps.exif_transpose(image) or image
     if image.mode == "RGB":
         return image

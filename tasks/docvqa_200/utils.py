@@ -42,6 +42,7 @@ doc_to_visual = _common.doc_to_visual
 doc_to_text = _common.doc_to_text
 process_results = _common.docvqa_results
 aggregate_cider = _common.aggregate_cider
+count_failed = _common.count_failed
 agg_latency_ms_mean = _common.agg_latency_ms_mean
 agg_latency_ms_p50 = _common.agg_latency_ms_p50
 agg_latency_ms_p95 = _common.agg_latency_ms_p95
