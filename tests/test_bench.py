@@ -89,3 +89,12 @@ def test_model_only_and_real_refused_on_cpu(capsys):
     assert "cost model at real dims" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="CUDA"):
         main(["--dims", "real", "--device", "cpu"])
+
+
+@pytest.mark.slow
+def test_harness_overhead_smoke():
+    from shirg_eval.bench.harness_overhead import measure, report
+
+    result = measure("lavida_384", n_docs=3, gen_length=8)
+    assert result["docs"] == 2 and result["direct_ms_per_sample"] > 0 and result["harness_ms_per_sample"] > 0
+    assert "harness overhead (lavida_384, 2 docs" in report(result)

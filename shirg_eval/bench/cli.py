@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write the full results here")
     p.add_argument("--model-only", action="store_true", help="print the cost model at --dims (default real) and exit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--harness-overhead", action="store_true",
+                   help="time the lmms_eval command against direct model calls on the same documents and exit")
+    p.add_argument("--harness-docs", type=int, default=8, help="documents for --harness-overhead")
     return p.parse_args(argv)
 
 
@@ -264,7 +267,15 @@ def _print_report(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     explicit_dims = "--dims" in (argv if argv is not None else sys.argv[1:])
-    report = model_only(args, explicit_dims) if args.model_only else bench(args)
+    if args.harness_overhead:
+        from .harness_overhead import measure
+        from .harness_overhead import report as overhead_report
+
+        variant = args.variants.split(",")[0] if "--variants" in (argv or sys.argv[1:]) else "shirg_fixed"
+        report = measure(variant, args.harness_docs, args.pretrained)
+        print(overhead_report(report))
+    else:
+        report = model_only(args, explicit_dims) if args.model_only else bench(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

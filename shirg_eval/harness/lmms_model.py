@@ -7,6 +7,7 @@ Registered through the ``lmms_eval.models`` entry point (see ``registration.py``
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,7 @@ class ShirgLavidaLMM(lmms):
         outputs: list[str] = []
         failures: list[str] = []
         for request in tqdm(requests, disable=self.rank != 0, desc=f"{self.variant}"):
+            started = time.perf_counter()
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
             uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
@@ -138,6 +140,10 @@ class ShirgLavidaLMM(lmms):
                     text = text.split(stop)[0]
             record = self._record(doc, answer)
             self._save_picture(answer, f"{task}_{uid or doc_id}")
+            # Wall time of the whole request inside the harness (doc fetch, decode, model, bookkeeping):
+            # against preprocess + latency it gives the harness overhead (shirg-bench --harness-overhead).
+            record.meta["request_ms"] = (time.perf_counter() - started) * 1e3
+            record.meta["preprocess_ms"] = answer.timings_ms["preprocess_ms"]
             if self.journal is not None:
                 self.journal.add(key, text.strip(), record)
             outputs.append(text.strip())
