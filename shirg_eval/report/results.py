@@ -35,6 +35,9 @@ INFRA_ARGS = frozenset(
         "attn_implementation",
         "trust_remote_code",
         "variant",
+        "journal",
+        "pictures",
+        "allow_failures",
     }
 )
 
