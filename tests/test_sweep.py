@@ -128,8 +128,8 @@ def test_yaml_configs_and_grid() -> None:
     assert cells["shirg_fixed_k512"].model_args == {"k": 512, "pretrained": "/tiny"}
     assert cells["shirg_fixed_k1024"].model == "shirg_fixed"
     assert cells["no_coverage"].model_args["coverage"] is False
-    assert cells["lora_r64"].lora == "runs/lora_r64/latest"
-    assert "lora=runs/lora_r32/latest" in " ".join(sw.cell_command(cells["lora_r32"], Path("o"), ["x"]))
+    assert cells["lora_r64"].lora == "outputs/lora_r64_shirg_fixed"  # the trainer's output_dir (uses latest)
+    assert "lora=outputs/lora_r32_shirg_fixed" in " ".join(sw.cell_command(cells["lora_r32"], Path("o"), ["x"]))
     road = sw.load_sweep(ROOT / "configs" / "sweeps" / "roadmap.yaml")
     assert [c.name for c in road.cells] == [
         "lavida",

@@ -16,55 +16,55 @@ from .config import SIGLIP_CONFIG_FILENAME, CheckpointError, LavidaConfig
 DEFAULT_PRETRAINED = "jacklishufan/lavida-llada-v1.0-instruct"
 
 _VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
-# (LaViDa key regex, our key template). Block-level LLaDA names map onto transformers' Llama names.
-_KEY_RULES: list[tuple[str, str]] = [
-    (r"model\.transformer\.wte\.weight", "language_model.model.embed_tokens.weight"),
-    (r"model\.transformer\.ln_f\.weight", "language_model.model.norm.weight"),
-    (r"model\.transformer\.ff_out\.weight", "language_model.lm_head.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.q_proj\.weight", r"language_model.model.layers.\1.self_attn.q_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.k_proj\.weight", r"language_model.model.layers.\1.self_attn.k_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.v_proj\.weight", r"language_model.model.layers.\1.self_attn.v_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.attn_out\.weight", r"language_model.model.layers.\1.self_attn.o_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.ff_proj\.weight", r"language_model.model.layers.\1.mlp.gate_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.up_proj\.weight", r"language_model.model.layers.\1.mlp.up_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.ff_out\.weight", r"language_model.model.layers.\1.mlp.down_proj.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.attn_norm\.weight", r"language_model.model.layers.\1.input_layernorm.weight"),
-    (r"model\.transformer\.blocks\.(\d+)\.ff_norm\.weight", r"language_model.model.layers.\1.post_attention_layernorm.weight"),
-    (r"model\.mm_projector\.(0|2)\.(weight|bias)", r"mm_projector.\1.\2"),
-    (r"model\.image_newline", "image_newline"),
-    (re.escape(_VISION_PREFIX) + r"(.+)", r"vision_tower.\1"),
+# One table, both directions: (LaViDa name, our name). ``{i}`` is a block index, ``{rest}`` any suffix.
+# LLaDA's block-level names map onto transformers' Llama names.
+_NAME_PAIRS: list[tuple[str, str]] = [
+    ("model.transformer.wte.weight", "language_model.model.embed_tokens.weight"),
+    ("model.transformer.ln_f.weight", "language_model.model.norm.weight"),
+    ("model.transformer.ff_out.weight", "language_model.lm_head.weight"),
+    ("model.transformer.blocks.{i}.q_proj.weight", "language_model.model.layers.{i}.self_attn.q_proj.weight"),
+    ("model.transformer.blocks.{i}.k_proj.weight", "language_model.model.layers.{i}.self_attn.k_proj.weight"),
+    ("model.transformer.blocks.{i}.v_proj.weight", "language_model.model.layers.{i}.self_attn.v_proj.weight"),
+    ("model.transformer.blocks.{i}.attn_out.weight", "language_model.model.layers.{i}.self_attn.o_proj.weight"),
+    ("model.transformer.blocks.{i}.ff_proj.weight", "language_model.model.layers.{i}.mlp.gate_proj.weight"),
+    ("model.transformer.blocks.{i}.up_proj.weight", "language_model.model.layers.{i}.mlp.up_proj.weight"),
+    ("model.transformer.blocks.{i}.ff_out.weight", "language_model.model.layers.{i}.mlp.down_proj.weight"),
+    ("model.transformer.blocks.{i}.attn_norm.weight", "language_model.model.layers.{i}.input_layernorm.weight"),
+    ("model.transformer.blocks.{i}.ff_norm.weight",
+     "language_model.model.layers.{i}.post_attention_layernorm.weight"),
+    ("model.mm_projector.{rest}", "mm_projector.{rest}"),
+    ("model.image_newline", "image_newline"),
+    (_VISION_PREFIX + "{rest}", "vision_tower.{rest}"),
 ]
-_COMPILED = [(re.compile(pattern + r"\Z"), target) for pattern, target in _KEY_RULES]
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    regex = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{rest\}", r"(?P<rest>.+)")
+    return re.compile(regex + r"\Z")
+
+
+_TO_OURS = [(_pattern(lavida), ours) for lavida, ours in _NAME_PAIRS]
+_TO_LAVIDA = [(_pattern(ours), lavida) for lavida, ours in _NAME_PAIRS]
+
+
+def _convert(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
+    for pattern, target in rules:
+        match = pattern.match(key)
+        if match:
+            return target.format(**match.groupdict())
+    return None
 
 
 def lavida_to_ours(key: str) -> str | None:
-    for pattern, target in _COMPILED:
-        if pattern.match(key):
-            return pattern.sub(target, key)
-    return None
+    return _convert(key, _TO_OURS)
 
 
 def ours_to_lavida(key: str) -> str:
     """Inverse mapping (used to write checkpoints in LaViDa's layout, e.g. the tiny factory)."""
-    rules = [
-        (r"language_model\.model\.embed_tokens\.weight", "model.transformer.wte.weight"),
-        (r"language_model\.model\.norm\.weight", "model.transformer.ln_f.weight"),
-        (r"language_model\.lm_head\.weight", "model.transformer.ff_out.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.self_attn\.o_proj\.weight", r"model.transformer.blocks.\1.attn_out.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.weight", r"model.transformer.blocks.\1.\2_proj.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.mlp\.gate_proj\.weight", r"model.transformer.blocks.\1.ff_proj.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.mlp\.up_proj\.weight", r"model.transformer.blocks.\1.up_proj.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.mlp\.down_proj\.weight", r"model.transformer.blocks.\1.ff_out.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.input_layernorm\.weight", r"model.transformer.blocks.\1.attn_norm.weight"),
-        (r"language_model\.model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"model.transformer.blocks.\1.ff_norm.weight"),
-        (r"mm_projector\.(.+)", r"model.mm_projector.\1"),
-        (r"image_newline", "model.image_newline"),
-        (r"vision_tower\.(.+)", _VISION_PREFIX + r"\1"),
-    ]
-    for pattern, target in rules:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern + r"\Z", target, key)
-    raise KeyError(f"no LaViDa name for parameter {key!r}")
+    name = _convert(key, _TO_LAVIDA)
+    if name is None:
+        raise KeyError(f"no LaViDa name for parameter {key!r}")
+    return name
 
 
 def checkpoint_files(path: Path) -> list[Path]:
