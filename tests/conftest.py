@@ -29,7 +29,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_model(tiny_checkpoint):
     from shirg_eval.model.lavida import LavidaModel
 
-    return LavidaModel.from_pretrained(tiny_checkpoint)
+    # CPU fp32 everywhere, also on GPU machines: the tests compare exact values.
+    return LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")

@@ -153,7 +153,7 @@ def test_trainable_count_matches_hand_count(tiny_checkpoint):
     r = 8
     for lora_lm in (False, True):
         cfg = TrainConfig(lora_r=r, lora_lm=lora_lm)
-        model = LavidaModel.from_pretrained(tiny_checkpoint)
+        model = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
         total_base = sum(p.numel() for p in model.parameters())
         peft_model = apply_lora(model, r, 16, 0.05, cfg.lora_targets())
         trainable, total = count_parameters(peft_model)
@@ -234,14 +234,14 @@ def test_adapter_roundtrip_and_changes_outputs(trained, tiny_checkpoint, tiny_to
     train_model = trained["summary"]["model"]
     train_model.eval()
     with torch.no_grad():
-        base = LavidaModel.from_pretrained(tiny_checkpoint)
+        base = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
         ref = train_model.get_base_model()
         trained_logits = ref.logits(prompt_embeds(ref, tiny_tokenizer, image))
         base_logits = base.logits(prompt_embeds(base, tiny_tokenizer, image))
-        unmerged, info = load_adapter(LavidaModel.from_pretrained(tiny_checkpoint), trained["out"],
+        unmerged, info = load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), trained["out"],
                                       variant="lavida_384", merge=False)
         unmerged_logits = unmerged.get_base_model().logits(prompt_embeds(unmerged.get_base_model(), tiny_tokenizer, image))
-        merged, info = load_adapter(LavidaModel.from_pretrained(tiny_checkpoint), trained["out"], variant="lavida_384")
+        merged, info = load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), trained["out"], variant="lavida_384")
         merged_logits = merged.logits(prompt_embeds(merged, tiny_tokenizer, image))
     assert torch.equal(unmerged_logits, trained_logits)
     # Merging reassociates fp32 sums (W + BA)x vs Wx + B(Ax): equal to 1e-5 of the logits' scale.
@@ -265,7 +265,7 @@ def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
     from shirg_eval.training import load_adapter
 
     with pytest.raises(AdapterError, match=r"trained for lavida_384 .*requested variant is shirg_fixed"):
-        load_adapter(LavidaModel.from_pretrained(tiny_checkpoint), trained["out"], variant="shirg_fixed")
+        load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), trained["out"], variant="shirg_fixed")
     other = make_tiny_checkpoint(tmp_path / "other", seed=1, image_aspect_ratio="pad")
     with pytest.raises(AdapterError, match=rf"trained for lavida_384 on base .*but the model is {other}"):
         load_adapter(LavidaModel.from_pretrained(other), trained["out"], variant="lavida_384")
@@ -273,9 +273,9 @@ def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
     shutil.copytree(trained["out"] / "checkpoint-24", broken)
     (broken / "adapter_model.safetensors").unlink()
     with pytest.raises(AdapterError, match="missing adapter_model.safetensors"):
-        load_adapter(LavidaModel.from_pretrained(tiny_checkpoint), broken)
+        load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), broken)
     with pytest.raises(AdapterError, match="does not exist"):
-        load_adapter(LavidaModel.from_pretrained(tiny_checkpoint), tmp_path / "nope")
+        load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), tmp_path / "nope")
 
 
 # ------------------------------------------------------------------------------------------ failures
