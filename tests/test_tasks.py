@@ -167,25 +167,25 @@ def test_docvqa_process_results_with_efficiency() -> None:
 def test_efficiency_aggregations() -> None:
     items = [{"value": 1000.0, "warmup": True}, {"value": 10.0, "warmup": False}, {"value": 20.0, "warmup": False},
              {"value": 30.0, "warmup": False}, {"value": None, "warmup": False}, {"value": 40.0, "warmup": False}]
-    assert CQ.agg_latency_ms_mean(items) == pytest.approx(25.0)  # warm-up and None left out
-    assert CQ.agg_latency_ms_p50(items) == pytest.approx(25.0)
-    assert CQ.agg_latency_ms_p95(items) == pytest.approx(38.5)  # numpy linear: 30 + 0.85 * 10
-    assert CQ.agg_peak_mem_gb_max(items) == 40.0
+    assert C.agg_latency_ms_mean(items) == pytest.approx(25.0)  # warm-up and None left out
+    assert C.agg_latency_ms_p50(items) == pytest.approx(25.0)
+    assert C.agg_latency_ms_p95(items) == pytest.approx(38.5)  # numpy linear: 30 + 0.85 * 10
+    assert C.agg_peak_mem_gb_max(items) == 40.0
     only_warm = [{"value": 7.0, "warmup": True}]
-    assert CQ.agg_prefill_ms_mean(only_warm) == 7.0  # all warm-up: use them
-    assert CQ.agg_denoise_ms_mean([{"value": None, "warmup": False}] * 3) is None  # never 0
-    assert CQ.agg_visual_tokens_mean([]) is None
+    assert C.agg_prefill_ms_mean(only_warm) == 7.0  # all warm-up: use them
+    assert C.agg_denoise_ms_mean([{"value": None, "warmup": False}] * 3) is None  # never 0
+    assert C.agg_visual_tokens_mean([]) is None
 
 
 def test_cider_aggregation() -> None:
     items = [{"pred": "a b c d", "refs": ["a b c d"]}, {"pred": "e f g h", "refs": ["e f g h"]}]
-    assert CQ.aggregate_cider(items) == pytest.approx(1000.0)
-    assert CQ.aggregate_cider([]) is None
+    assert C.aggregate_cider(items) == pytest.approx(1000.0)
+    assert C.aggregate_cider([]) is None
 
 
 def test_prompts() -> None:
     kwargs = {"pre_prompt": "", "post_prompt": "\nAnswer the question with a single word."}
-    assert CQ.doc_to_text({"question": "Which?"}, kwargs) == "Which?\nAnswer the question with a single word."
+    assert C.doc_to_text({"question": "Which?"}, kwargs) == "Which?\nAnswer the question with a single word."
 
 
 # --------------------------------------------------------------------------------------------- lmms-eval
