@@ -152,6 +152,14 @@ class LavidaModel(nn.Module):
         fmap = torch.cat([fmap, newline], dim=-1)
         return torch.cat([base, fmap.flatten(1, 2).transpose(0, 1)], dim=0)
 
+    def release_embeds(self, views: ImageViews) -> torch.Tensor:
+        """Projected, 2x2-pooled views assembled as LaViDa does: anyres tile map with newlines, or one padded
+        view followed by a single newline."""
+        pooled = self.pool_2d(self.encode_images(views.pixel_values), mode=self.config.mm_spatial_pool_mode)
+        if views.grid_wh is not None:
+            return self.assemble_anyres(pooled, views.image_size, views.grid_wh)
+        return torch.cat([pooled[0], self.image_newline.to(pooled.dtype)[None]], dim=0)
+
     def visual_sequence(self, image, mode: str | None = None) -> VisualSequence:
         """LaViDa's visual block for one image, as the released model builds it.
 
@@ -160,14 +168,9 @@ class LavidaModel(nn.Module):
         """
         mode = mode or self.config.image_aspect_ratio
         proc = self.image_processor
-        if mode == "anyres":
-            views = proc.anyres(image)
-            pooled = self.pool_2d(self.encode_images(views.pixel_values), mode=self.config.mm_spatial_pool_mode)
-            embeds = self.assemble_anyres(pooled, views.image_size, views.grid_wh)
-        elif mode == "pad":
-            views = proc.pad(image)
-            pooled = self.pool_2d(self.encode_images(views.pixel_values), mode=self.config.mm_spatial_pool_mode)
-            embeds = torch.cat([pooled[0], self.image_newline.to(pooled.dtype)[None]], dim=0)
+        if mode in ("anyres", "pad"):
+            views = proc.anyres(image) if mode == "anyres" else proc.pad(image)
+            embeds = self.release_embeds(views)
         elif mode == "single":
             views = proc.single(image, self.config.vision.image_size)
             embeds = self.encode_images(views.pixel_values)[0]

@@ -100,13 +100,8 @@ class VisualPath:
                generator: torch.Generator | None = None) -> VisualSequence:
         model = self.model
         if self.resolution is None:
-            projected = model.encode_images(views.pixel_values)
-            pooled = model.pool_2d(projected, mode=model.config.mm_spatial_pool_mode)
-            if views.grid_wh is not None:
-                embeds = model.assemble_anyres(pooled, views.image_size, views.grid_wh)
-            else:
-                embeds = torch.cat([pooled[0], model.image_newline.to(pooled.dtype)[None]], dim=0)
-            return VisualSequence(embeds, views, info={**self.describe(), "n_views": int(projected.shape[0])})
+            embeds = model.release_embeds(views)
+            return VisualSequence(embeds, views, info={**self.describe(), "n_views": int(views.pixel_values.shape[0])})
         tokens = model.encode_images(views.pixel_values)  # [1, H*W, D]: projector on every token first
         side = self.resolution // model.config.vision.patch_size  # SigLIP's conv floors (384 -> 27)
         if text_embeds is not None and text_embeds.dim() == 2:
