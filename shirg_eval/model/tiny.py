@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +47,14 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 768) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab_size: int = 768, extra_lines: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE with LaViDa's special tokens; ``extra_lines`` add task text to its corpus."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + list(extra_lines or []), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
         mask_token="<|mdm_mask|>", additional_special_tokens=SPECIAL_TOKENS[3:], chat_template=FALLBACK_TEMPLATE,
@@ -100,15 +102,20 @@ def _init_like_fixtures(model: torch.nn.Module, generator: torch.Generator) -> N
 
 
 def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, dims: TinyDims | None = None,
-                         image_aspect_ratio: str = "anyres") -> Path:
-    """Write a random-init LaViDa checkpoint (config.json, model.safetensors, SigLIP config, tokenizer)."""
+                         image_aspect_ratio: str = "anyres", tokenizer: PreTrainedTokenizerFast | None = None,
+                         init: Callable[[torch.nn.Module, torch.Generator], None] | None = None) -> Path:
+    """Write a random-init LaViDa checkpoint (config.json, model.safetensors, SigLIP config, tokenizer).
+
+    The default initialisation is made for the golden-fixture style tests (position- and image-dependent
+    outputs from random weights); ``init`` replaces it (the reference model uses a training init).
+    """
     from .lavida import LavidaModel
     from .loading import save_lavida
 
     dims = dims or TinyDims()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(dims.vocab_size)
+    tokenizer = tokenizer or build_tokenizer(dims.vocab_size)
     vocab = len(tokenizer)
     ids = {"mask": tokenizer.convert_tokens_to_ids("<|mdm_mask|>"), "eos": tokenizer.eos_token_id}
     raw = lavida_config_dict(dims, vocab, ids, dims.vision_hidden, image_aspect_ratio)
@@ -122,7 +129,7 @@ def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, dims: TinyDims | No
     config = LavidaConfig.from_dict(raw, load_vision_config(out, raw))
     torch.manual_seed(seed)
     model = LavidaModel(config)
-    _init_like_fixtures(model, torch.Generator().manual_seed(seed))
+    (init or _init_like_fixtures)(model, torch.Generator().manual_seed(seed))
     save_lavida(model, out)
     tokenizer.save_pretrained(out)
     return out

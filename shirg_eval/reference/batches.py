@@ -1,0 +1,115 @@
+"""Deterministic training batches for the reference recipe, built in DataLoader workers.
+
+The batch of step ``s`` is a pure function of ``(seed, stage, s)``: which images are rendered, which crops are
+cut, which questions are asked. So a run gives the same batches with 0 or 16 workers, and a resumed run
+continues exactly where it stopped. Worker ``w`` of ``W`` builds the steps ``s`` with ``s % W == w``; the
+DataLoader's round-robin over workers puts them back in step order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..data.reading import KINDS, ReadingItem, make_item
+from ..model.preprocess import ImageViews, LavidaImageProcessor
+from .dense import sample_view
+
+
+def train_item(seed: int, index: int) -> ReadingItem:
+    """Training image ``index``: the kinds alternate (chart, doc, chart, ...)."""
+    return make_item(KINDS[index % len(KINDS)], index, seed=seed, split="train")
+
+
+@dataclass
+class DenseBatch:
+    step: int
+    pixels: torch.Tensor  # [B, 3, S, S]
+    digits: torch.Tensor  # [B, g*g]
+    colours: torch.Tensor  # [B, g*g]
+
+
+@dataclass
+class QASample:
+    views: ImageViews  # pixel tensors only (the PIL views are dropped to keep worker transfers small)
+    questions: list[tuple[str, str, str, int]]  # (question, prompt with a task instruction, answer, gen_length)
+
+
+@dataclass
+class QABatch:
+    step: int
+    samples: list[QASample]
+
+
+class _StepShards(torch.utils.data.IterableDataset):
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:
+            torch.set_num_threads(1)
+        for step in range(self.start + worker, self.stop, workers):
+            yield self.build(step)
+
+    def build(self, step: int):
+        raise NotImplementedError
+
+
+class DenseBatches(_StepShards):
+    """Crops for the tower's dense reading objective: ``batch`` views from ``batch // views_per_item`` images."""
+
+    def __init__(self, start: int, stop: int, seed: int, batch: int, grids: tuple[int, ...],
+                 views_per_item: int = 4, curriculum_steps: int = 0):
+        super().__init__(start, stop)
+        self.seed, self.batch, self.grids = seed, batch, grids
+        self.views_per_item, self.curriculum_steps = views_per_item, curriculum_steps
+
+    def scale(self, step: int, rng: random.Random) -> float:
+        """View px per image px: starts with large glyphs (x1.0-1.7) and widens to x0.3-1.0 (digits 2.5-8 px)."""
+        f = min(1.0, step / self.curriculum_steps) if self.curriculum_steps else 1.0
+        return rng.uniform(1.0 - 0.7 * f, 1.7 - 0.7 * f)
+
+    def build(self, step: int) -> DenseBatch:
+        rng = random.Random(f"{self.seed}:dense:{step}")
+        grid = rng.choice(self.grids)
+        n_items = max(1, self.batch // self.views_per_item)
+        items = [train_item(self.seed, step * n_items + i) for i in range(n_items)]
+        views = [sample_view(items[i % n_items], rng, grid, self.scale(step, rng)) for i in range(self.batch)]
+        return DenseBatch(step, torch.stack([v.pixels for v in views]), torch.stack([v.digits for v in views]),
+                          torch.stack([v.colours for v in views]))
+
+
+class QABatches(_StepShards):
+    """Images with their views (anyres, or one ``resolution`` px view) and ``questions`` questions each."""
+
+    def __init__(self, start: int, stop: int, seed: int, images: int, questions: int, processor: LavidaImageProcessor,
+                 resolution: int | None, post_prompts: tuple[str, ...], gen_lengths: tuple[int, ...]):
+        super().__init__(start, stop)
+        self.seed, self.images, self.questions = seed, images, questions
+        self.processor, self.resolution = processor, resolution
+        self.post_prompts, self.gen_lengths = post_prompts, gen_lengths
+
+    def build(self, step: int) -> QABatch:
+        rng = random.Random(f"{self.seed}:qa:{step}")
+        samples = []
+        for i in range(self.images):
+            item = train_item(self.seed + 1, step * self.images + i)
+            if self.resolution is None:
+                views = self.processor.anyres(item.image)
+            else:
+                views = self.processor.single(item.image, self.resolution)
+            views.views = []
+            chosen = rng.sample(item.questions, min(self.questions, len(item.questions)))
+            samples.append(QASample(views, [(q, q + rng.choice(self.post_prompts), a, rng.choice(self.gen_lengths))
+                                            for q, a, _ in chosen]))
+        return QABatch(step, samples)
+
+
+def loader(dataset: _StepShards, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                       prefetch_factor=4 if workers else None, persistent_workers=False)

@@ -1,0 +1,37 @@
+"""Stage 2 of the reference recipe: question answering with LaViDa's masked-diffusion objective.
+
+Samples go through a :class:`~shirg_eval.selection.presets.VisualPath` (by default LaViDa's release path: anyres
+384 px tiles, 2x2 pooling, newlines), the ``llada`` prompt with one of the tasks' instructions, and an answer
+padded with end-of-text tokens to the generation length, as LLaDA's SFT does: the model learns to fill every
+masked slot after the answer with EOS, so decoding a 16- or 32-slot canvas ends cleanly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model.prompting import build_prompt_ids
+from ..training.loss import Sequence, answer_stop_id, question_embeds
+from .batches import QASample
+
+GEN_LENGTHS = (16, 32)  # the tasks' max_new_tokens (ChartQA 16, DocVQA 32)
+
+
+def answer_ids(tokenizer, answer: str, gen_length: int) -> torch.Tensor:
+    """``answer <|eot_id|> <eos> ... <eos>``: exactly ``gen_length`` ids."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [answer_stop_id(tokenizer)]
+    if len(ids) > gen_length:
+        raise ValueError(f"answer {answer!r} needs {len(ids)} slots, more than gen_length={gen_length}")
+    return torch.tensor(ids + [tokenizer.eos_token_id] * (gen_length - len(ids)), dtype=torch.long)
+
+
+def sample_sequences(model, tokenizer, path, sample: QASample, generator: torch.Generator | None = None) -> list[Sequence]:
+    """The training sequences of one image: its views are encoded once unless selection reads the question."""
+    shared = path.encode(sample.views) if path.selector is None else None
+    sequences = []
+    for question, prompt_text, answer, gen_length in sample.questions:
+        # Text-aware selectors see the question alone, as in evaluation.
+        visual = shared or path.encode(sample.views, question_embeds(model, tokenizer, question), generator)
+        prompt = model.embed_prompt(build_prompt_ids(tokenizer, prompt_text), visual.embeds)[0]
+        sequences.append(Sequence(prompt, answer_ids(tokenizer, answer, gen_length).to(prompt.device)))
+    return sequences

@@ -1,0 +1,299 @@
+"""``shirg-train-reference``: train the reference mini-LaViDa from scratch on the hard reading sets.
+
+Two stages, each resumable, and deterministic for a seed on a given device (batches never depend on the number
+of data workers):
+
+1. ``dense``: the vision tower, with throw-away linear heads, learns to read every patch of random crops
+   (:mod:`.dense`): thousands of labels per image instead of one answer.
+2. ``qa``: projector, ``image_newline`` and LM learn to answer on LaViDa's release path (anyres 384 px tiles,
+   2x2 pooling; ``--qa-variant``), tower frozen, with the masked-diffusion objective and EOS-padded answers.
+
+Checkpoints: ``OUT/checkpoint-<stage>-<step>/`` (the model in LaViDa's layout, optimizer, trainer state),
+written to a ``.tmp`` folder and renamed; ``OUT/latest`` names the newest complete one (the two newest are kept);
+``OUT/final`` is the finished model. ``OUT/metrics.jsonl`` logs losses, with a start record per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..model.lavida import LavidaModel
+from ..model.loading import save_lavida
+from ..model.tiny import load_tokenizer
+from ..selection.presets import VisualPath
+from ..training.loss import masked_diffusion_loss
+from .batches import DenseBatches, QABatches, loader
+from .dense import ReadingHeads, dense_loss_from_batch
+from .factory import POST_PROMPTS, make_reference_init
+from .qa import GEN_LENGTHS, sample_sequences
+
+LATEST = "latest"
+STATE = "trainer_state.json"
+
+
+class RunFolderError(SystemExit):
+    """A run folder that would be overwritten or continued with other settings."""
+
+
+@dataclass
+class Recipe:
+    """Every knob of the recipe; written to ``OUT/recipe.json`` and checked on ``--resume``."""
+
+    seed: int = 0
+    dense_steps: int = 3000
+    dense_batch: int = 32
+    dense_lr: float = 2e-3
+    dense_grids: tuple[int, ...] = (8, 12, 16, 20, 27)
+    dense_curriculum: float = 0.3  # share of dense steps over which glyphs shrink to their final range
+    qa_steps: int = 3000
+    qa_images: int = 2  # images per step
+    qa_questions: int = 2  # questions per image (the release path encodes the image once for all of them)
+    qa_lr: float = 1e-3
+    qa_variant: str = "lavida"  # the visual path the LM learns on (LaViDa's release path)
+    # Optional wall-clock caps per stage (0 = none). With a cap the learning rate anneals by whichever of steps or
+    # time runs out first and the stage ends at the cap: for a one-shot GPU lease; the card records the steps.
+    dense_minutes: float = 0.0
+    qa_minutes: float = 0.0
+    warmup: int = 100
+    weight_decay: float = 0.01
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cosine(step: int, total: int, warmup: int, time_share: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 0 at ``total`` steps (or at the stage's time cap, if sooner)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = max((step - warmup) / max(1, total - warmup), time_share)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class StageClock:
+    """Share of a stage's wall-clock cap used so far (0 without a cap)."""
+
+    def __init__(self, minutes: float):
+        self.minutes, self.start = minutes, time.time()
+
+    def share(self) -> float:
+        return (time.time() - self.start) / (60 * self.minutes) if self.minutes else 0.0
+
+    def over(self) -> bool:
+        return self.share() >= 1.0
+
+
+class Run:
+    """One run folder: the model, checkpoints, the log, and the two stages."""
+
+    def __init__(self, out: Path, recipe: Recipe, device: torch.device, workers: int, max_minutes: float | None):
+        self.out, self.recipe, self.device, self.workers = out, recipe, device, workers
+        self.deadline = time.time() + 60 * max_minutes if max_minutes else None
+        self.tokenizer = load_tokenizer(out / "init")
+
+    def log(self, record: dict[str, Any]) -> None:
+        with (self.out / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def latest(self) -> Path | None:
+        marker = self.out / LATEST
+        ckpt = self.out / marker.read_text().strip() if marker.is_file() else None
+        return ckpt if ckpt is not None and (ckpt / STATE).is_file() else None
+
+    def save(self, model: LavidaModel, stage: str, step: int, optimizer, heads: ReadingHeads | None,
+             complete: bool = False) -> Path:
+        name = f"checkpoint-{stage}-{step:06d}"
+        tmp, final = self.out / f"{name}.tmp", self.out / name
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_lavida(model, tmp)
+        self.tokenizer.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if heads is not None:
+            save_file({k: v.detach().cpu() for k, v in heads.state_dict().items()}, str(tmp / "dense_heads.safetensors"))
+        (tmp / STATE).write_text(json.dumps({"stage": stage, "step": step, "complete": complete,
+                                             "recipe": self.recipe.digest()}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        (self.out / f"{LATEST}.tmp").write_text(name + "\n")
+        os.replace(self.out / f"{LATEST}.tmp", self.out / LATEST)
+        for old in sorted(p for p in self.out.glob("checkpoint-*") if p.is_dir())[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.time() > self.deadline
+
+    def _optimise(self, params, lr: float, total: int, start: int, resume_from: Path | None, clock: StageClock):
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.recipe.weight_decay)
+        if resume_from is not None:
+            optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", weights_only=True,
+                                                 map_location=self.device))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine(s + start, total, self.recipe.warmup, clock.share()))
+        return optimizer, scheduler
+
+    def _update(self, loss: torch.Tensor, params, optimizer, scheduler, stage: str, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{stage} step {step}: loss is {float(loss)}; nothing saved after {self.latest()}. "
+                               "Resume with a lower learning rate.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+
+    def _log_step(self, bar, stage: str, step: int, stats: dict[str, float], optimizer) -> None:
+        if step % self.recipe.log_every == 0:
+            self.log({"stage": stage, "step": step, "lr": optimizer.param_groups[0]["lr"], "time": time.time(),
+                      **{k: round(float(v), 5) for k, v in stats.items()}})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k.startswith(("loss", "digit_acc"))})
+
+    def dense(self, model: LavidaModel, start: int, resume_from: Path | None) -> bool:
+        """Run the tower stage from ``start``; False when the run's time ran out first."""
+        r = self.recipe
+        tower = model.vision_tower
+        torch.manual_seed(r.seed + 1)
+        heads = ReadingHeads(tower.config.hidden_size).to(self.device)
+        if resume_from is not None:
+            heads.load_state_dict(load_file(str(resume_from / "dense_heads.safetensors"), device=str(self.device)))
+        params = list(tower.parameters()) + list(heads.parameters())
+        clock = StageClock(r.dense_minutes)
+        optimizer, scheduler = self._optimise(params, r.dense_lr, r.dense_steps, start, resume_from, clock)
+        tower.train()
+        batches = DenseBatches(start, r.dense_steps, r.seed, r.dense_batch, r.dense_grids,
+                               curriculum_steps=int(r.dense_curriculum * r.dense_steps))
+        bar = tqdm(loader(batches, self.workers), initial=start, total=r.dense_steps, desc="dense: tower reads")
+        for batch in bar:
+            loss, stats = dense_loss_from_batch(tower, heads, batch, self.device)
+            self._update(loss, params, optimizer, scheduler, "dense", batch.step)
+            self._log_step(bar, "dense", batch.step, stats, optimizer)
+            step = batch.step + 1
+            done = step == r.dense_steps or clock.over()
+            if step % r.checkpoint_every == 0 or done or self.out_of_time():
+                self.save(model, "dense", step, optimizer, heads, complete=done)
+            if done or self.out_of_time():
+                return done
+        return True
+
+    def qa(self, model: LavidaModel, start: int, resume_from: Path | None) -> bool:
+        """Run the answering stage from ``start``; False when the run's time ran out first."""
+        r = self.recipe
+        model.vision_tower.requires_grad_(False)
+        params = [p for n, p in model.named_parameters() if not n.startswith("vision_tower.")]
+        clock = StageClock(r.qa_minutes)
+        optimizer, scheduler = self._optimise(params, r.qa_lr, r.qa_steps, start, resume_from, clock)
+        path = VisualPath(model, r.qa_variant)
+        model.train()
+        model.vision_tower.eval()
+        batches = QABatches(start, r.qa_steps, r.seed, r.qa_images, r.qa_questions, model.image_processor,
+                            path.resolution, POST_PROMPTS, GEN_LENGTHS)
+        bar = tqdm(loader(batches, self.workers), initial=start, total=r.qa_steps, desc=f"qa: {r.qa_variant} path")
+        for batch in bar:
+            generator = torch.Generator().manual_seed(r.seed * 1_000_003 + batch.step)
+            sequences = [seq for sample in batch.samples
+                         for seq in sample_sequences(model, self.tokenizer, path, sample, generator)]
+            loss, info = masked_diffusion_loss(model, sequences, model.config.mask_token_id, generator=generator)
+            self._update(loss, params, optimizer, scheduler, "qa", batch.step)
+            self._log_step(bar, "qa", batch.step, {"loss": float(loss), **info}, optimizer)
+            step = batch.step + 1
+            done = step == r.qa_steps or clock.over()
+            if step % r.checkpoint_every == 0 or done or self.out_of_time():
+                self.save(model, "qa", step, optimizer, None, complete=done)
+            if done or self.out_of_time():
+                return done
+        return True
+
+
+def _prepare_folder(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise RunFolderError(f"{out} already holds a training run; pass --resume to continue it, or --overwrite "
+                             "to delete it and start again")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_file = out / "recipe.json"
+    mine = json.loads(json.dumps(dataclasses.asdict(recipe)))
+    if recipe_file.is_file() and json.loads(recipe_file.read_text()) != mine:
+        theirs = json.loads(recipe_file.read_text())
+        changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+        raise RunFolderError(f"{recipe_file}: this command changes {changed}; resume with the run's own settings "
+                             "or pass --overwrite to start again")
+    recipe_file.write_text(json.dumps(mine, indent=2) + "\n")
+
+
+def train(out: str | Path, recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
+          device: str | None = None, workers: int = 0, max_minutes: float | None = None) -> Path:
+    """Run (or continue) the recipe in ``out``; returns ``out/final`` (or the newest checkpoint if out of time)."""
+    out = Path(out)
+    _prepare_folder(out, recipe, resume, overwrite)
+    if not (out / "init" / "config.json").is_file():
+        make_reference_init(out / "init", seed=recipe.seed)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run = Run(out, recipe, dev, workers, max_minutes)
+    latest = run.latest()
+    run.log({"event": "start", "time": time.time(), "recipe": recipe.digest(), "device": str(dev),
+             "resumed_from": latest.name if latest else None, "argv": sys.argv[1:]})
+    model = LavidaModel.from_pretrained(latest or out / "init", device=dev, dtype=torch.float32)
+    state = json.loads((latest / STATE).read_text()) if latest else {"stage": "dense", "step": 0}
+    started = time.time()
+    if state["stage"] == "dense" and not state.get("complete"):
+        if not run.dense(model, state["step"], latest if state["step"] else None):
+            return run.latest()
+    if state["stage"] == "dense":
+        state, latest = {"stage": "qa", "step": 0}, None
+    if not state.get("complete"):
+        if not run.qa(model, state["step"], latest if state["step"] else None):
+            return run.latest()
+    final = out / "final"
+    save_lavida(model, final)
+    run.tokenizer.save_pretrained(final)
+    run.log({"event": "done", "time": time.time(), "seconds": time.time() - started, "final": str(final)})
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = Recipe()
+    parser = argparse.ArgumentParser(prog="shirg-train-reference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="outputs/reference", help="run folder (checkpoints, log, final model)")
+    for f in dataclasses.fields(Recipe):
+        value = getattr(defaults, f.name)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(value, tuple):
+            parser.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",")), default=value,
+                                help=f"comma list (default {','.join(map(str, value))})")
+        else:
+            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from OUT/latest")
+    parser.add_argument("--overwrite", action="store_true", help="delete --out and start again")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers rendering batches")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop (with a checkpoint) after this long; --resume continues")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
+    result = train(args.out, recipe, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                   workers=args.workers, max_minutes=args.max_minutes)
+    print(f"{'reference model' if result.name == 'final' else 'out of time; newest checkpoint'}: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
