@@ -81,7 +81,12 @@ class ShirgPipeline:
 
     @torch.no_grad()
     def answer(self, image, question: str, config: GenerationConfig | None = None,
-               sample_key: str | None = None) -> Answer:
+               sample_key: str | None = None, *, query: str | None = None) -> Answer:
+        """Answer ``question`` (the whole prompt the LM reads) about ``image``.
+
+        ``query`` is the text whose embeddings condition the selectors' relevance (default: ``question``); the
+        harness passes the document's question alone so that task instructions do not steer selection.
+        """
         config = config or GenerationConfig()
         model, device = self.model, self.model.device
         if sample_key is not None:
@@ -93,7 +98,7 @@ class ShirgPipeline:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = _sync(device)
-        visual = self.path.encode(views, self.question_embeds(question), self.generator)
+        visual = self.path.encode(views, self.question_embeds(question if query is None else query), self.generator)
         prompt = model.embed_prompt(prompt_ids, visual.embeds)
         t_vis = _sync(device)
         out = generate(model, prompt, config, generator=self.generator)

@@ -48,6 +48,55 @@ def test_lavida_rejects_selector_arguments(tiny_checkpoint):
         MODEL_CLASSES["lavida"](pretrained=str(tiny_checkpoint), k=512)
 
 
+def test_selection_query_source():
+    from shirg_eval.harness.question import selection_query
+
+    prompt = "What is the peak?\nAnswer the question with a single word."
+    assert selection_query({"shirg_question": "Declared?", "question": "What is the peak?"}, prompt) == (
+        "Declared?", "shirg_question")
+    assert selection_query({"question": "What is the peak?"}, prompt) == ("What is the peak?", "question")
+    # A question the prompt does not contain (rewritten by the task), or none at all: the whole prompt.
+    assert selection_query({"question": "peak"}, "Q: PEAK?", "other") == ("Q: PEAK?", "prompt")
+    assert selection_query(None, "prompt text", "other") == ("prompt text", "prompt")
+
+
+def test_selection_ignores_the_instruction(tiny_checkpoint, monkeypatch):
+    """The post-prompt does not move the kept tokens; the question does."""
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from shirg_eval.harness.lmms_model import MODEL_CLASSES
+    from shirg_eval.pipeline import ShirgPipeline
+
+    monkeypatch.delenv("SHIRG_JOURNAL_DIR", raising=False)
+    monkeypatch.delenv("SHIRG_PICTURE_DIR", raising=False)
+    lmm = MODEL_CLASSES["shirg_fixed"](pretrained=str(tiny_checkpoint), device="cpu", dtype="float32")
+    image = Image.effect_noise((96, 64), 60).convert("RGB")
+    docs = [{"image": image, "question": q, "shirg_question": q, "shirg_uid": f"u{i}"}
+            for i, q in enumerate(["What is the highest bar?", "Which year had the lowest revenue in Europe?"])]
+    lmm.task_dict = {"t": {"test": docs}}
+    kept = []
+    answer = ShirgPipeline.answer
+
+    def spy(self, *args, **kwargs):
+        out = answer(self, *args, **kwargs)
+        kept.append(out.visual.kept_indices.tolist())
+        return out
+
+    monkeypatch.setattr(ShirgPipeline, "answer", spy)
+
+    def ask(doc_id, post_prompt):
+        context = docs[doc_id]["question"] + post_prompt
+        request = Instance("generate_until", (context, {"max_new_tokens": 4, "until": []}, lambda d: [d["image"]],
+                                              doc_id, "t", "test"), 0, {"task": "t", "doc_id": doc_id, "repeats": 1})
+        lmm.generate_until([request])
+        return kept[-1]
+
+    first = ask(0, "\nAnswer the question with a single word.")
+    assert ask(0, "\nAnswer with one number, in digits, without units.") == first
+    assert ask(1, "\nAnswer the question with a single word.") != first
+
+
 @pytest.fixture(scope="module")
 def synthetic_env(tmp_path_factory, tiny_checkpoint):
     from shirg_eval.data.synthetic import main as synth
@@ -75,7 +124,8 @@ def load_outputs(out: Path, task: str) -> tuple[dict, list[dict]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task,metrics", [
-    ("chartqa_200", ["relaxed_overall", "relaxed_human_split", "relaxed_augmented_split", "exact_match", "cider"]),
+    ("chartqa_200", ["relaxed_overall", "relaxed_human_split", "relaxed_augmented_split", "relaxed_norm",
+                     "exact_match", "cider"]),
     ("docvqa_200", ["anls", "exact_match", "cider"]),
 ])
 def test_lmms_eval_end_to_end(synthetic_env, tmp_path, task, metrics):
@@ -89,6 +139,9 @@ def test_lmms_eval_end_to_end(synthetic_env, tmp_path, task, metrics):
                              "visual_tokens_mean"]:
         assert f"{metric},none" in values, metric
     assert values["visual_tokens_mean,none"] == 912
+    # results.json holds metrics only; per-sample fields live in the samples log
+    assert not {"shirg_uid,none", "run_meta,none", "latency_ms,none", "warmup,none"} & set(values)
+    assert [] not in values.values()
     assert len(list(tmp_path.glob("selection_shirg_fixed_*.png"))) == 3  # overlays for the leaderboard gallery
     assert len(rows) == 3
     for i, row in enumerate(rows):
@@ -97,6 +150,7 @@ def test_lmms_eval_end_to_end(synthetic_env, tmp_path, task, metrics):
         assert row["visual_tokens"] == 912 and row["shirg_uid"]
         assert row["warmup"] is (i == 0) or row["warmup"] == (i == 0)
         assert row["run_meta"]["variant"] == "shirg_fixed" and row["run_meta"]["selector"] == "shirg_fixed"
+        assert row["run_meta"]["selection_query"] == "shirg_question"  # the question alone conditions selection
 
 
 @pytest.mark.slow
@@ -115,6 +169,28 @@ def test_every_variant_runs(synthetic_env, tmp_path, variant, tokens):
         assert rows[0]["visual_tokens"] == tokens
     else:
         assert 100 < rows[0]["visual_tokens"] < 2304
+
+
+@pytest.mark.slow
+def test_missing_data_fails_with_only_the_message(synthetic_env, tmp_path):
+    """No SHIRG_CHARTQA_PATH and no hub (unreachable, or HF_HUB_OFFLINE with an empty cache): exit 1 with the
+    message that names the variable, no traceback, no retries."""
+    import socket
+
+    env, ckpt = synthetic_env
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    bare = {k: v for k, v in env.items() if k not in ("SHIRG_CHARTQA_PATH", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    bare.update(HF_ENDPOINT=f"http://127.0.0.1:{closed}", HF_DATASETS_CACHE=str(tmp_path / "empty_cache"))
+    for extra, says in (({}, "unreachable"), ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set")):
+        proc = run_lmms_eval({**bare, **extra}, "--model", "lavida", "--model_args", f"pretrained={ckpt}",
+                             "--tasks", "chartqa_200", "--output_path", str(tmp_path), cwd=tmp_path)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 1, output[-3000:]
+        assert "Traceback" not in output and "Retrying" not in output, output[-3000:]
+        assert "lmms_eval: evaluation failed: chartqa_200: could not load" in proc.stderr
+        assert says in proc.stderr and "Set SHIRG_CHARTQA_PATH" in proc.stderr
 
 
 @pytest.mark.slow

@@ -51,8 +51,9 @@ def test_same_seed_same_answer_different_order(pipe):
 
 
 def test_local_dataset_missing_or_misshaped(tmp_path, monkeypatch):
-    import shirg_eval.tasks
     from lmms_eval.tasks import TaskManager
+
+    import shirg_eval.tasks
 
     tasks = str(Path(shirg_eval.tasks.__file__).parent)
     manager = TaskManager(include_path=tasks, include_defaults=False)

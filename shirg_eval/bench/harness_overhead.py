@@ -57,7 +57,7 @@ def measure(variant: str = "shirg_fixed", n_docs: int = 8, pretrained: str | Non
         record = next(rec for q, rec in by_text.items() if question.startswith(q))
         t0 = time.perf_counter()
         image = Image.open(io.BytesIO(record["image"])).convert("RGB")
-        pipe.answer(image, question, config, sample_key=f"chartqa_200/{row['shirg_uid']}")
+        pipe.answer(image, question, config, sample_key=f"chartqa_200/{row['shirg_uid']}", query=record["question"])
         if i > 0 or len(rows) == 1:
             direct[row["shirg_uid"]] = (time.perf_counter() - t0) * 1e3
     common = sorted(set(harness) & set(direct))

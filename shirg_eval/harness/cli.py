@@ -2,7 +2,8 @@
 
 - ``tasks/`` (installed as ``shirg_eval.tasks``) is added to ``--include_path``, after any user path.
 - Exits nonzero when the evaluation failed (task not found, model error, no results written); lmms-eval
-  0.7.3 itself logs the error and exits 0.
+  0.7.3 itself logs the error and exits 0. Missing task data (no ``SHIRG_*_PATH``, no hub) prints only the
+  message that says what to set, without lmms-eval's traceback.
 - With ``--output_path``, answers are journaled in ``OUTPUT/.shirg_journal``: rerunning an interrupted
   command reuses finished samples (with their original timings, marked ``resumed``).
 - ``lmms_eval --help`` and lmms-eval's subcommands (``tasks``, ``models``, ...) pass through unchanged.
@@ -40,9 +41,15 @@ def _watch_failures(failures: list[str]) -> None:
     if getattr(original, "_shirg_wrapped", False):
         original = original.__wrapped__
 
+    from shirg_eval.tasks.data_source import DataUnavailableError
+
     def watched(args):
         try:
             results, samples = original(args)
+        except DataUnavailableError as err:
+            # The message says what to set; lmms-eval would print a traceback before it.
+            failures.append(str(err))
+            return None, None
         except SystemExit as err:  # e.g. no --tasks given: lmms-eval calls sys.exit() with status 0
             failures.append(f"lmms-eval stopped early (exit status {err.code!r}); see the log above")
             raise

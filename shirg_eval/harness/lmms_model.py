@@ -21,6 +21,7 @@ from ..pipeline import ShirgPipeline
 from . import efficiency
 from .journal import AnswerJournal
 from .model_args import parse_model_args
+from .question import selection_query
 
 
 class ShirgLavidaLMM(lmms):
@@ -111,9 +112,11 @@ class ShirgLavidaLMM(lmms):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
             uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
+            query, query_source = selection_query(doc, context, task)
             key = None
             if self.journal is not None:
-                key = AnswerJournal.sample_key(task, split, str(uid or doc_id), {**dict(gen_kwargs), "ctx": context})
+                key = AnswerJournal.sample_key(task, split, str(uid or doc_id),
+                                               {**dict(gen_kwargs), "ctx": context, "query": query})
                 done = self.journal.get(key)
                 if done is not None:
                     text, record = done
@@ -124,7 +127,8 @@ class ShirgLavidaLMM(lmms):
             try:
                 image = self._image_of(doc_to_visual, doc)
                 config = self._generation_config(dict(gen_kwargs))
-                answer = self.pipeline.answer(image, context, config, sample_key=f"{task}/{uid or doc_id}")
+                answer = self.pipeline.answer(image, context, config, sample_key=f"{task}/{uid or doc_id}",
+                                              query=query)
             except Exception as err:
                 # Never score a broken sample as a wrong answer: record it, finish the others (they are
                 # journaled), then fail the run unless allow_failures=true.
@@ -139,6 +143,7 @@ class ShirgLavidaLMM(lmms):
                 if stop and stop in text:
                     text = text.split(stop)[0]
             record = self._record(doc, answer)
+            record.meta["selection_query"] = query_source
             self._save_picture(answer, f"{task}_{uid or doc_id}")
             # Wall time of the whole request inside the harness (doc fetch, decode, model, bookkeeping):
             # against preprocess + latency it gives the harness overhead (shirg-bench --harness-overhead).

@@ -1,46 +1,30 @@
-"""ANLS (Average Normalised Levenshtein Similarity), the DocVQA metric.
+"""ANLS (Average Normalised Levenshtein Similarity), the DocVQA metric, as the official scorer computes it.
 
-Per answer: ``NL = lev(p, a) / max(len(p), len(a))`` over lowercased, whitespace-normalised strings; the
-score is ``1 - NL`` if ``NL < threshold`` else 0, maximised over the gold answers (Biten et al., 2019).
-lmms-eval zeroes scores with ``1 - NL < threshold`` instead, which differs only at exactly ``NL == 0.5``
-(lmms-eval keeps 0.5, the paper's definition gives 0); we follow the paper.
+:func:`anls` calls lmms-eval 0.7.3's ``lmms_eval.api.metrics.anls`` (the ``docvqa_val`` metric), which follows
+the official DocVQA evaluation (Biten et al., 2019; the RRC scorer): per gold answer, the Levenshtein distance
+between the lower-cased, whitespace-collapsed strings, divided by the length of the longer *original* string
+(``max(len(answer.upper()), len(prediction.upper()))``, surrounding and repeated spaces included); the score is
+``1 - min(NL)`` over the answers, set to 0 when it is below the threshold 0.5. At exactly ``NL == 0.5`` the
+score is 0.5 (kept), not 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
 
 
-def _normalise(text: str) -> str:
-    return " ".join(str(text).strip().lower().split())
+@cache
+def _lmms_eval_anls() -> Callable[..., dict[str, Any]]:
+    from lmms_eval.api.metrics import anls as reference
 
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions all cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
-
-
-def normalised_levenshtein(prediction: str, answer: str) -> float:
-    p, a = _normalise(prediction), _normalise(answer)
-    longest = max(len(p), len(a))
-    return 0.0 if longest == 0 else levenshtein(p, a) / longest
+    return reference
 
 
 def anls(prediction: str, answers: Iterable[str] | str, threshold: float = 0.5) -> float:
-    """ANLS of one prediction against its gold answers (a single string is one answer)."""
-    if isinstance(answers, str):
-        answers = [answers]
-    best = 0.0
-    for answer in answers:
-        nl = normalised_levenshtein(prediction, answer)
-        if nl < threshold:
-            best = max(best, 1.0 - nl)
-    return best
+    """ANLS of one prediction against its gold answers (a single string is one answer; none scores 0)."""
+    refs = [answers] if isinstance(answers, str) else [str(a) for a in answers]
+    if not refs:
+        return 0.0
+    return float(_lmms_eval_anls()(refs, [str(prediction)], thresh_hold=threshold)["anls"])

@@ -1,23 +1,22 @@
-"""Corpus CIDEr-D via pycocoevalcap, with a pure-Python tokeniser (no Java PTB tokenizer here).
+"""Corpus CIDEr-D as the COCO caption evaluation computes it: pycocoevalcap's ``Cider`` on PTB-tokenised text.
+
+Tokenisation is :func:`shirg_eval.metrics.ptb_tokenizer.ptb_tokenize`, a pure-Python reproduction of the Java
+PTBTokenizer step that pycocoevalcap runs (lower-cased, PTB token rules, its punctuation list removed); the
+leaderboard recomputes CIDEr with the same function, so results.json and the leaderboard agree.
 
 pycocoevalcap's ``Cider`` implements CIDEr-D (clipped n-gram tf-idf cosine, Gaussian length penalty, x10) and
 returns values around 0-10 for a single-reference corpus; papers (and our reports) quote it x100, so
-:func:`corpus_cider` returns ``100 * score``. Note that the document frequencies come from the references of the
-corpus itself: a one-sample corpus gets idf 0 everywhere and scores 0 (CIDEr is only meaningful over a corpus).
+:func:`corpus_cider` returns ``100 * score``. The document frequencies come from the references of the corpus
+itself: a one-sample corpus gets idf 0 everywhere and scores 0 (CIDEr is only meaningful over a corpus).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
+from shirg_eval.metrics.ptb_tokenizer import ptb_tokenize
+
 CIDER_SCALE = 100.0
-_PUNCT = re.compile(r"[^\w\s]", flags=re.UNICODE)
-
-
-def tokenize(text: str) -> str:
-    """Lowercase, replace punctuation by spaces, collapse whitespace (a stand-in for the PTB tokenizer)."""
-    return " ".join(_PUNCT.sub(" ", str(text).lower()).split())
 
 
 def corpus_cider_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
@@ -33,8 +32,8 @@ def corpus_cider_scores(predictions: Sequence[str], references: Sequence[Sequenc
             refs = [refs]
         if not refs:
             continue
-        gts[i] = [tokenize(r) for r in refs]
-        res[i] = [tokenize(pred if pred is not None else "")]
+        gts[i] = [ptb_tokenize(r) for r in refs]
+        res[i] = [ptb_tokenize(pred if pred is not None else "")]
     if not gts:
         return 0.0, []
     score, scores = Cider().compute_score(gts, res)

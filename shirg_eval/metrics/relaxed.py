@@ -1,30 +1,42 @@
-"""ChartQA relaxed accuracy (pix2struct semantics, with a few documented normalisations).
+"""ChartQA relaxed accuracy: the headline is lmms-eval 0.7.3's own function; a normalised variant rides beside it.
 
-pix2struct (``metrics.relaxed_correctness``) parses both strings with ``float()``; if both parse and the target
-is non-zero the answer is correct when ``|pred - target| / |target| <= 5%``, otherwise it falls back to a
-case-insensitive string comparison. We keep that rule and add normalisations for pitfalls reported upstream:
+:func:`relaxed_correctness` (metrics ``relaxed_overall`` / ``relaxed_human_split`` / ``relaxed_augmented_split``)
+*calls* ``lmms_eval.tasks.chartqa.utils.relaxed_correctness``, the rule behind LaViDa's published 64.6 and every
+lmms-eval ChartQA number (Qwen-VL's copy of pix2struct's rule): both strings parsed with ``float()`` (a trailing
+``%`` divides by 100); if both parse and the target is non-zero, correct when ``|pred - target| / |target| <= 5%``,
+otherwise a case-insensitive exact string match. Consequences kept on purpose for comparability: ``"2%"`` vs
+``"2"`` is wrong (0.02 vs 2), ``"12%"`` vs ``"0.12"`` is right, ``"1,000"`` vs ``"1000"`` and ``"42."`` vs ``"42"``
+are wrong (string match), a zero target needs the same string (``"0.0"`` vs ``"0"`` is wrong), an exact 5% error
+counts only when the float division lands on or below 0.05, and years are numbers (``"2016"`` vs ``"2015"`` is
+right).
 
-* whitespace is stripped and trailing dots are dropped (``"42."`` == ``"42"``; models often end with a period);
-* thousands separators are removed (``"1,234"`` == ``1234``) when the commas sit at proper 3-digit positions;
-* ``%`` is stripped from both sides before comparing numbers. pix2struct divides a ``%`` value by 100, so
-  ``"2%"`` vs ``"2"`` is wrong there; ChartQA gold answers usually omit the sign while models add it, and
-  the chart unit is the same either way, so we treat them as equal;
-* a zero target is compared numerically for exact equality (a relative tolerance is undefined at 0;
-  pix2struct falls back to strings, which rejects ``"0.0"`` vs ``"0"``);
-* an error of exactly 5% counts despite float rounding (tiny epsilon);
-* non-finite parses (``"nan"``, ``"inf"``) are not numbers.
-
-Years are numbers, as in pix2struct: ``"2015"`` vs ``"2016"`` is within 5% and therefore counts as correct.
-This over-credits year answers, but following pix2struct keeps scores comparable with published ChartQA
-numbers (including LaViDa's).
+:func:`relaxed_norm` (metric ``relaxed_norm``, an extra column, never the headline) fixes those pitfalls:
+whitespace and trailing dots stripped, thousands separators at proper 3-digit positions removed, ``%`` stripped
+from both sides (ChartQA's gold answers usually omit the sign models add), a zero target compared numerically,
+an exact 5% error counted despite float rounding, non-finite parses (``nan``, ``inf``) not numbers. Years remain
+numbers.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from functools import cache
 
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
+
+
+@cache
+def _lmms_eval_relaxed() -> Callable[..., bool]:
+    from lmms_eval.tasks.chartqa.utils import relaxed_correctness as reference
+
+    return reference
+
+
+def relaxed_correctness(prediction: str, target: str, tolerance: float = 0.05) -> bool:
+    """lmms-eval 0.7.3's ChartQA ``relaxed_correctness`` (see module doc): the headline metric."""
+    return bool(_lmms_eval_relaxed()(str(prediction), str(target), max_relative_change=tolerance))
 
 
 def _normalise_text(text: str) -> str:
@@ -48,8 +60,8 @@ def _to_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def relaxed_correctness(prediction: str, target: str, tolerance: float = 0.05) -> bool:
-    """True when ``prediction`` matches ``target`` under ChartQA's relaxed accuracy (see module doc)."""
+def relaxed_norm(prediction: str, target: str, tolerance: float = 0.05) -> bool:
+    """The normalised relaxed accuracy (see module doc): an extra column beside the lmms-eval headline."""
     pred = _normalise_text(prediction)
     gold = _normalise_text(target)
     pred_num = _to_number(pred)

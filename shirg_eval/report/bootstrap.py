@@ -9,12 +9,13 @@ deterministic given ``seed``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+
+from ..metrics.ptb_tokenizer import ptb_tokenize  # the same tokeniser as the task's `cider`
 
 T = TypeVar("T")
 
@@ -126,14 +127,6 @@ def paired_bootstrap_corpus(
 
 # ---- CIDEr (corpus level) ---------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def _tokenize(text: str) -> str:
-    # PTBTokenizer needs Java; lower-case word/punctuation splitting is close and dependency-free.
-    return " ".join(_TOKEN.findall(str(text).lower()))
-
-
 def cider_item(value: Any) -> tuple[Any, list[Any]] | None:
     """Pre-cook one sample's ``{"pred": str, "refs": [str]}`` into n-gram counts (None when unusable)."""
     from pycocoevalcap.cider.cider_scorer import cook_refs, cook_test
@@ -146,7 +139,7 @@ def cider_item(value: Any) -> tuple[Any, list[Any]] | None:
         refs = [refs]
     if pred is None or not refs:
         return None
-    return cook_test(_tokenize(pred)), cook_refs([_tokenize(r) for r in refs])
+    return cook_test(ptb_tokenize(pred)), cook_refs([ptb_tokenize(r) for r in refs])
 
 
 def cider_score(items: list[tuple[Any, list[Any]]]) -> float:

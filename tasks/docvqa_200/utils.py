@@ -1,16 +1,16 @@
 """docvqa_200's task-specific hooks, referenced from docvqa_200.yaml as ``!function utils.NAME``.
 
-The shared functions live in ``tasks/_common.py`` (installed as ``shirg_eval.tasks._common``), which the YAML
-names directly; lmms-eval executes this file by path, hence the absolute import.
+The shared functions live in small modules beside this folder (installed as ``shirg_eval.tasks.*``), which the
+YAML names directly; lmms-eval executes this file by path, hence the absolute imports.
 """
 
-from shirg_eval.tasks import _common
+from shirg_eval.tasks import data_source, results, subset
 
 TASK = "docvqa_200"
-TaskClass = _common.task_class(TASK)
-process_results = _common.docvqa_results
+TaskClass = data_source.task_class(TASK)
+process_results = results.docvqa_results
 
 
 def process_docs(dataset):  # noqa: ANN001, ANN201 - a datasets.Dataset in and out
-    """Seeded stratified subset with a ``shirg_uid`` column (rule: tasks/_common.py)."""
-    return _common.process_docs_for(dataset, TASK)
+    """Seeded stratified subset with ``shirg_uid`` and ``shirg_question`` columns (rule: tasks/subset.py)."""
+    return subset.process_docs_for(dataset, TASK)

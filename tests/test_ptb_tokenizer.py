@@ -1,0 +1,203 @@
+"""The pure-Python PTB tokenisation against the Java tokenizer pycocoevalcap runs.
+
+Every expected value below is what pycocoevalcap 1.2's ``PTBTokenizer().tokenize`` (Stanford CoreNLP 3.4.1,
+``-preserveLines -lowerCase``, its punctuation list removed) returned for the input, each input followed by a
+caption starting in lower case (see the module doc of shirg_eval.metrics.ptb_tokenizer). Regenerate with Java:
+``python tests/data/ptb_oracle.py`` (prints this table).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shirg_eval.metrics.ptb_tokenizer import PUNCTUATIONS, ptb_tokenize, ptb_tokens
+
+JAVA_PTB = [
+    ('12.5', '12.5'),
+    ('No.', 'no'),
+    ('No. 5', 'no. 5'),
+    ('No.1', 'no. 1'),
+    ('the end.', 'the end'),
+    ("Hello, World! It's 3.5%", "hello world it 's 3.5 %"),
+    ('1,000', '1,000'),
+    ('10,000,000', '10,000,000'),
+    ('1,23', '1,23'),
+    ('$5', '$ 5'),
+    ('$1.5 million', '$ 1.5 million'),
+    ('$.50', '$ .50'),
+    ('-$5', '$ 5'),
+    ('50%', '50 %'),
+    ('0.5%', '0.5 %'),
+    ('-5%', '-5 %'),
+    ('£5', '# 5'),
+    ('€5', '$ 5'),
+    ('¢5', 'cents 5'),
+    ('¥5', '¥ 5'),
+    ('US$5', 'us$ 5'),
+    ("don't", "do n't"),
+    ("can't.", "ca n't"),
+    ("won't", "wo n't"),
+    ("ain't", "ai n't"),
+    ("DON'T", "do n't"),
+    ('cannot', 'can not'),
+    ('gonna', 'gon na'),
+    ("'tis", "'t is"),
+    ("I'm", "i 'm"),
+    ("we'll", "we 'll"),
+    ("they've", "they 've"),
+    ("I'd've", "i 'd 've"),
+    ("it's", "it 's"),
+    ("1980's", "1980 's"),
+    ("Jones'", 'jones'),
+    ("Jones's", "jones 's"),
+    ("O'Neil", "o'neil"),
+    ("y'all", "y' all"),
+    ("rock 'n' roll", "rock 'n' roll"),
+    ("'90s", "'90s"),
+    ("'cause", "'cause"),
+    ("o'clock", "o'clock"),
+    ('U.S.', 'u.s.'),
+    ('U.S. The', 'u.s. the'),
+    ('in the U.S.', 'in the u.s.'),
+    ('U.S.A.', 'u.s.a.'),
+    ('e.g.', 'e.g.'),
+    ('i.e.,', 'i.e.'),
+    ('Mr. Smith.', 'mr. smith'),
+    ('Dr. Smith', 'dr. smith'),
+    ('Mr Smith', 'mr smith'),
+    ('Inc.', 'inc.'),
+    ('Inc. The', 'inc. the'),
+    ('ACME Corp.', 'acme corp.'),
+    ('Co. Ltd', 'co. ltd'),
+    ('etc.', 'etc.'),
+    ('et al.', 'et al.'),
+    ('Jan. 5', 'jan. 5'),
+    ('Sept.', 'sept.'),
+    ('Calif.', 'calif.'),
+    ('Ill.', 'ill.'),
+    ('ill.', 'ill'),
+    ('Fig.', 'fig'),
+    ('fig. 3', 'fig. 3'),
+    ('Vol.', 'vol'),
+    ('Ph.D.', 'ph.d.'),
+    ('A.', 'a.'),
+    ('I.', 'i.'),
+    ('ii.', 'ii'),
+    ('5 p.m.', '5 p.m.'),
+    ('a.m.', 'a.m.'),
+    ('(a)', '-lrb- a -rrb-'),
+    ('(100).', '-lrb- 100 -rrb-'),
+    ('[1]', '-lsb- 1 -rsb-'),
+    ('{x}', '-lcb- x -rcb-'),
+    ('<b>', '<b>'),
+    ('a < b', 'a < b'),
+    ('"quoted"', 'quoted'),
+    ("'single'", 'single'),
+    ('“curly”', 'curly'),
+    ('‘apos’', 'apos'),
+    ('a - b', 'a b'),
+    ('a--b', 'a b'),
+    ('---', ''),
+    ('-----', '-----'),
+    ('well...', 'well'),
+    ('......', ''),
+    ('…', ''),
+    ('—', ''),
+    ('1990–2000', '1990 2000'),
+    ('e-mail', 'e-mail'),
+    ('well-known.', 'well-known'),
+    ('state-of-the-art', 'state-of-the-art'),
+    ('COVID-19', 'covid-19'),
+    ('U.K.-based', 'u.k.-based'),
+    ('1/2', '1/2'),
+    ('½', '1/2'),
+    ('5 7/8', '5\xa07/8'),
+    ('12/25/2020', '12/25/2020'),
+    ('24/7', '24/7'),
+    ('A/B/C/D', 'a/b/c / d'),
+    ('and/or', 'and/or'),
+    ('N/A', 'n/a'),
+    ('(555) 123-4567', '-lrb-555-rrb-\xa0123-4567'),
+    ('555-123-4567', '555-123-4567'),
+    ('3:30', '3:30'),
+    ('2:30pm', '2:30 pm'),
+    ('10am', '10am'),
+    ('1st', '1st'),
+    ('v1.2', 'v1 .2'),
+    ('-5', '-5'),
+    ('+5', '+5'),
+    ('.5', '.5'),
+    ('1+1=2', '1 +1 = 2'),
+    ('a*b', 'a * b'),
+    ('a|b', 'a | b'),
+    ('x²', 'x ²'),
+    ('H₂O', 'h ₂ o'),
+    ('©2020', '© 2020'),
+    ('100°C', '100 ° c'),
+    ('AT&T', 'at&t'),
+    ('AT&amp;T', 'at&t'),
+    ('b&b', 'b & b'),
+    ('S&P-500', 's&p-500'),
+    ('C++', 'c++'),
+    ('C#', 'c#'),
+    ('.NET', 'net'),
+    ('node.js', 'node.js'),
+    ('www.google.com', 'www.google.com'),
+    ('google.com', 'google.com'),
+    ('a.com/x', 'a.com / x'),
+    ('https://x.org/y.', 'https://x.org/y'),
+    ('user@example.com', 'user@example.com'),
+    ('#1 rank', '# 1 rank'),
+    ('#hashtag', '#hashtag'),
+    ('@user', '@user'),
+    (':)', ':-rrb-'),
+    ('what?!', 'what ?!'),
+    ('hi!!!', 'hi !!!'),
+    ('¿qué?', '¿ qué'),
+    ('word; word: word', 'word word word'),
+    ('  lead and trail  ', 'lead and trail'),
+    ('tab\there', 'tab here'),
+    ('', ''),
+    ('UPPER lower MiXeD', 'upper lower mixed'),
+    ('naïve café', 'naïve café'),
+    ('Straße', 'straße'),
+    ('İstanbul', 'i̇stanbul'),
+    ('😀', ''),
+    ('colour', 'colour'),
+    ('yes.', 'yes'),
+    ('Yes', 'yes'),
+    ('0.0', '0.0'),
+    ('Page 4', 'page 4'),
+    ('March 3, 2001', 'march 3 2001'),
+    ('ACME Corp', 'acme corp'),
+    ('Invoice #12', 'invoice # 12'),
+    ('Total: $450.00', 'total $ 450.00'),
+    ('Q1 2020', 'q1 2020'),
+    ('FY2020', 'fy2020'),
+    ('15.6 %', '15.6 %'),
+    ('2,345 million', '2,345 million'),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), JAVA_PTB)
+def test_matches_java_ptb_tokenizer(text: str, expected: str) -> None:
+    assert ptb_tokenize(text) == expected
+
+
+def test_issue_examples() -> None:
+    # A decimal stays one token; "No." keeps its period before a number, and loses it (as punctuation) at the end.
+    assert ptb_tokenize("12.5") == "12.5"
+    assert ptb_tokenize("No. 5") == "no. 5"
+    # Punctuation is split off and then removed, except symbols outside pycocoevalcap's list.
+    assert ptb_tokenize("Hello, World! It's 3.5%") == "hello world it 's 3.5 %"
+
+
+def test_raw_tokens_keep_ptb_escapes_and_case() -> None:
+    assert ptb_tokens('(He said "no.")') == ["-LRB-", "He", "said", "``", "no", ".", "''", "-RRB-"]
+    assert ptb_tokens("Inc. The") == ["Inc.", ".", "The"]  # sentence-final abbreviation: its period again
+    # Only the upper-case escapes are in pycocoevalcap's list; -lowerCase turns them into kept words.
+    assert "-LRB-" in PUNCTUATIONS and ptb_tokenize("(a)") == "-lrb- a -rrb-"
+
+
+def test_line_breaks_are_spaces() -> None:
+    assert ptb_tokenize("two\nlines\r\nhere") == "two lines here"
