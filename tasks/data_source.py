@@ -142,6 +142,8 @@ def task_class(task: str) -> type:
         def download(self, dataset_kwargs: dict[str, Any] | None = None) -> None:
             split = self.config.test_split or self.config.validation_split or spec.split
             local = os.environ.get(spec.env_var, "").strip()
+            if not local and spec.default_data is not None:
+                local = str(spec.default_data())
             if local:
                 self.DATASET_PATH, kwargs = local_source(local, split)
                 self.DATASET_NAME = None

@@ -21,9 +21,10 @@ class TaskSpec:
     text_columns: tuple[str, ...]
     uid_text: Callable[[dict[str, Any]], str]
     stratum: Callable[[dict[str, Any]], str]
-    quotas: dict[str, int] = field(default_factory=dict)
+    quotas: dict[str, int | None] = field(default_factory=dict)  # None: every doc of the stratum
     image_column: str = "image"
     question_column: str = "question"
+    default_data: Callable[[], Path] | None = None  # renders the data when env_var is unset (no hub dataset)
 
     @property
     def manifest_dir(self) -> Path:
@@ -37,6 +38,15 @@ def _chartqa_text(doc: dict[str, Any]) -> str:
 def _docvqa_text(doc: dict[str, Any]) -> str:
     answers = doc.get("answers") or []
     return SEP.join(["docvqa", str(doc["questionId"]), str(doc["question"]), *sorted(str(a) for a in answers)])
+
+
+def _reading_set(kind: str) -> Callable[[], Path]:
+    def render() -> Path:
+        from shirg_eval.data.reading import cached_reading_set
+
+        return cached_reading_set(kind)
+
+    return render
 
 
 SPECS: dict[str, TaskSpec] = {
@@ -61,5 +71,30 @@ SPECS: dict[str, TaskSpec] = {
         uid_text=_docvqa_text,
         stratum=lambda doc: "all",
         quotas={"all": 200},
+    ),
+    # The hard reading sets (shirg_eval/data/reading.py), every document of the rendered test split.
+    "chartqa_reading": TaskSpec(
+        name="chartqa_reading",
+        env_var="SHIRG_READING_CHART_PATH",
+        hub_path="(rendered locally: shirg-synth --what reading)",
+        hub_name=None,
+        split="test",
+        text_columns=("type", "question", "answer"),
+        uid_text=_chartqa_text,
+        stratum=lambda doc: str(doc["type"]),
+        quotas={"human_test": None, "augmented_test": None},
+        default_data=_reading_set("chart"),
+    ),
+    "docvqa_reading": TaskSpec(
+        name="docvqa_reading",
+        env_var="SHIRG_READING_DOC_PATH",
+        hub_path="(rendered locally: shirg-synth --what reading)",
+        hub_name=None,
+        split="validation",
+        text_columns=("questionId", "question", "answers"),
+        uid_text=_docvqa_text,
+        stratum=lambda doc: "all",
+        quotas={"all": None},
+        default_data=_reading_set("doc"),
     ),
 }

@@ -96,7 +96,7 @@ def subset_key(uid: str, seed: int = SUBSET_SEED) -> str:
     return _sha1(f"{seed}:{uid}")
 
 
-def select_subset(uids: Sequence[str], strata: Sequence[str], quotas: dict[str, int],
+def select_subset(uids: Sequence[str], strata: Sequence[str], quotas: dict[str, int | None],
                   seed: int = SUBSET_SEED, task: str = "") -> list[int]:
     """Positions (into ``uids``) of the subset, ordered by key; see :data:`SUBSET_RULE`."""
     by_stratum: dict[str, list[int]] = {s: [] for s in quotas}
@@ -111,6 +111,9 @@ def select_subset(uids: Sequence[str], strata: Sequence[str], quotas: dict[str, 
     chosen: list[int] = []
     for s, quota in quotas.items():
         members = sorted(by_stratum[s], key=lambda p: subset_key(uids[p], seed))
+        if quota is None:  # the whole stratum
+            chosen.extend(members)
+            continue
         if len(members) < quota:
             log.warning(f"{task}: stratum {s!r} has {len(members)} docs (< {quota}): taking all of them")
         chosen.extend(members[:quota])
