@@ -267,7 +267,7 @@ EFFICIENCY_AGGREGATES = {
     "prefill_ms_mean": ("prefill_ms", "mean"),
     "denoise_ms_mean": ("denoise_ms", "mean"),
     "peak_mem_gb_max": ("peak_mem_gb", "max"),
-    "visual_tokens_mean": ("visual_tokens", "mean"),
+    "visual_tokens_mean": ("visual_tokens", "mean_all"),  # a count is exact: the warm-up sample counts too
 }
 
 
@@ -298,11 +298,14 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def aggregate_efficiency(items: Sequence[Any], stat: str) -> float | None:
-    """Warm-up samples are left out unless every measured sample is warm-up; None values are skipped, and
-    with no value at all the result is None (never 0)."""
+    """Warm-up samples are left out unless every measured sample is warm-up (``mean_all``: a mean over every
+    sample, for exact counts); None values are skipped, and with no value at all the result is None (never 0)."""
     measured = [(float(it["value"]), bool(it.get("warmup")))
                 for it in items if isinstance(it, dict) and it.get("value") is not None]
-    values = [v for v, warm in measured if not warm] or [v for v, _ in measured]
+    if stat == "mean_all":
+        values, stat = [v for v, _ in measured], "mean"
+    else:
+        values = [v for v, warm in measured if not warm] or [v for v, _ in measured]
     if not values:
         return None
     if stat == "mean":

@@ -175,6 +175,9 @@ def test_efficiency_aggregations() -> None:
     assert C.agg_prefill_ms_mean(only_warm) == 7.0  # all warm-up: use them
     assert C.agg_denoise_ms_mean([{"value": None, "warmup": False}] * 3) is None  # never 0
     assert C.agg_visual_tokens_mean([]) is None
+    # a token count is exact: the warm-up sample counts in its mean (only timings drop warm-up)
+    tokens = [{"value": 900.0, "warmup": True}, {"value": 912.0, "warmup": False}, {"value": 918.0, "warmup": False}]
+    assert C.agg_visual_tokens_mean(tokens) == pytest.approx(910.0)
 
 
 def test_cider_aggregation() -> None:
