@@ -21,6 +21,8 @@ def test_model_args_types_and_unknown_keys():
     args = parse_model_args("shirg_fixed", {"k": 512, "alpha": 1, "scaffold": False, "batch_size": 1})
     assert args.k == 512 and args.alpha == 1.0 and args.scaffold is False
     assert args.selector_params() == {"k": 512, "alpha": 1.0, "scaffold": False}
+    assert parse_model_args("shirg_original", {"merge": "kept_components"}).selector_params() == {
+        "merge": "kept_components"}
     with pytest.raises(ValueError, match=r"unknown model_args \['kk'\]; valid: pretrained"):
         parse_model_args("shirg_fixed", {"kk": 3})
     with pytest.raises(ValueError, match="k='many' should be int"):
