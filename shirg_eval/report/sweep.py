@@ -43,11 +43,10 @@ from typing import Any
 
 import yaml
 
-from shirg_eval.report.results import find_results_files
+from shirg_eval.report.results import CELL_FILE, find_results_files
 
 MARKER = ".complete"
 CELL_KEYS = {"name", "model", "model_args", "lora", "tasks", "limit", "extra_args", "controls"}
-CELL_FILE = "cell.json"
 
 
 @dataclass
