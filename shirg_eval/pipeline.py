@@ -49,8 +49,12 @@ def cpu_peak_rss_gb() -> float:
 class ShirgPipeline:
     def __init__(self, pretrained: str = DEFAULT_PRETRAINED, variant: str = "shirg_fixed", *, lora: str | None = None,
                  device: str | None = None, dtype: str | torch.dtype | None = None, seed: int = 0,
-                 model: LavidaModel | None = None, tokenizer=None, **variant_params: Any):
-        self.model = model if model is not None else LavidaModel.from_pretrained(pretrained, device=device, dtype=dtype)
+                 attn_implementation: str | None = None, model: LavidaModel | None = None, tokenizer=None,
+                 **variant_params: Any):
+        if model is None:
+            model = LavidaModel.from_pretrained(pretrained, device=device, dtype=dtype,
+                                                attn_implementation=attn_implementation)
+        self.model = model
         self.lora_info: dict[str, Any] | None = None
         if lora:
             from .training.adapters import load_adapter
@@ -137,6 +141,7 @@ class ShirgPipeline:
             "seed": self.seed,
             "device": str(self.model.device),
             "dtype": str(self.model.dtype).replace("torch.", ""),
+            "attn_implementation": getattr(self.model.language_model.config, "_attn_implementation", None),
             "versions": {"shirg_eval": shirg_eval.__version__, "torch": torch.__version__,
                          "transformers": transformers.__version__},
         }

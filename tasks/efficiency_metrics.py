@@ -19,8 +19,8 @@ EFFICIENCY_AGGREGATES = {
     "latency_ms_p95": ("latency_ms", "p95"),
     "prefill_ms_mean": ("prefill_ms", "mean"),
     "denoise_ms_mean": ("denoise_ms", "mean"),
-    "peak_mem_gb_max": ("peak_mem_gb", "max"),
-    "visual_tokens_mean": ("visual_tokens", "mean"),
+    "peak_mem_gb_max": ("peak_mem_gb", "max_all"),  # a high-water mark: the warm-up sample is a real one
+    "visual_tokens_mean": ("visual_tokens", "mean_all"),  # a count is exact: the warm-up sample counts too
 }
 
 
@@ -51,11 +51,15 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def aggregate_efficiency(items: Sequence[Any], stat: str) -> float | None:
-    """Warm-up samples are left out unless every measured sample is warm-up; None values are skipped, and
-    with no value at all the result is None (never 0)."""
+    """Timings leave warm-up samples out unless every measured sample is warm-up; ``mean_all`` / ``max_all``
+    take every sample (exact counts, memory high-water marks). None values are skipped, and with no value at
+    all the result is None (never 0)."""
     measured = [(float(it["value"]), bool(it.get("warmup")))
                 for it in items if isinstance(it, dict) and it.get("value") is not None]
-    values = [v for v, warm in measured if not warm] or [v for v, _ in measured]
+    if stat.endswith("_all"):
+        values, stat = [v for v, _ in measured], stat.removesuffix("_all")
+    else:
+        values = [v for v, warm in measured if not warm] or [v for v, _ in measured]
     if not values:
         return None
     if stat == "mean":

@@ -21,6 +21,8 @@ def test_model_args_types_and_unknown_keys():
     args = parse_model_args("shirg_fixed", {"k": 512, "alpha": 1, "scaffold": False, "batch_size": 1})
     assert args.k == 512 and args.alpha == 1.0 and args.scaffold is False
     assert args.selector_params() == {"k": 512, "alpha": 1.0, "scaffold": False}
+    assert parse_model_args("shirg_original", {"merge": "kept_components"}).selector_params() == {
+        "merge": "kept_components"}
     with pytest.raises(ValueError, match=r"unknown model_args \['kk'\]; valid: pretrained"):
         parse_model_args("shirg_fixed", {"kk": 3})
     with pytest.raises(ValueError, match="k='many' should be int"):
@@ -151,6 +153,22 @@ def test_lmms_eval_end_to_end(synthetic_env, tmp_path, task, metrics):
         assert row["warmup"] is (i == 0) or row["warmup"] == (i == 0)
         assert row["run_meta"]["variant"] == "shirg_fixed" and row["run_meta"]["selector"] == "shirg_fixed"
         assert row["run_meta"]["selection_query"] == "shirg_question"  # the question alone conditions selection
+
+
+@pytest.mark.slow
+def test_two_tasks_warm_up_once_each_and_attn_implementation(synthetic_env, tmp_path):
+    env, ckpt = synthetic_env
+    proc = run_lmms_eval(env, "--model", "shirg_original", "--model_args",
+                         f"pretrained={ckpt},gen_length=8,attn_implementation=eager", "--tasks",
+                         "chartqa_200,docvqa_200", "--limit", "2", "--output_path", str(tmp_path), "--log_samples",
+                         cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for task in ("chartqa_200", "docvqa_200"):
+        results, rows = load_outputs(tmp_path, task)
+        assert [r["warmup"] for r in rows] == [True, False], task
+        assert all(r["run_meta"]["attn_implementation"] == "eager" for r in rows)
+        tokens = [r["visual_tokens"] for r in rows]
+        assert results["results"][task]["visual_tokens_mean,none"] == pytest.approx(sum(tokens) / 2)
 
 
 @pytest.mark.slow
@@ -297,3 +315,34 @@ def test_corrupt_sample_fails_loudly_or_is_counted(synthetic_env, tmp_path):
     assert results["results"]["chartqa_200"]["failed,none"] == 2
     assert all(r["failed"] == 1 and "truncated or corrupt" in r["error"] for r in rows)
     assert all("relaxed_overall" not in r or r["relaxed_overall"] in (None, []) for r in rows)  # never scored 0
+
+
+def test_warmup_is_the_first_sample_of_each_task():
+    from types import SimpleNamespace
+
+    from shirg_eval.harness import efficiency
+    from shirg_eval.harness.lmms_model import MODEL_CLASSES
+
+    lmm = object.__new__(MODEL_CLASSES["shirg_fixed"])  # only _record's state, no checkpoint
+    lmm._warm_tasks, lmm.run_meta = set(), {"variant": "shirg_fixed"}
+    timings = {"latency_ms": 1.0, "prefill_ms": 0.5, "denoise_ms": 0.5}
+    answer = SimpleNamespace(timings_ms=timings, peak_mem_gb=0.1, peak_mem_kind="cpu_peak_rss", info={},
+                             visual=SimpleNamespace(views=None, info={}, n_tokens=912))
+    order = [("chartqa_200", "c0"), ("chartqa_200", "c1"), ("docvqa_200", "d0"), ("docvqa_200", "d1"),
+             ("chartqa_200", "c2")]
+    flags = [lmm._record({"shirg_uid": uid}, answer, task).warmup for task, uid in order]
+    assert flags == [True, False, True, False, False]
+    assert efficiency.lookup("d0").warmup and not efficiency.lookup("d1").warmup
+
+
+def test_attn_implementation_reaches_the_model(tiny_checkpoint):
+    from shirg_eval.harness.lmms_model import MODEL_CLASSES
+
+    lmm = MODEL_CLASSES["shirg_fixed"](pretrained=str(tiny_checkpoint), device="cpu", dtype="float32",
+                                       attn_implementation="eager")
+    assert lmm.pipeline.model.language_model.config._attn_implementation == "eager"
+    assert lmm.run_meta["attn_implementation"] == "eager"
+    default = MODEL_CLASSES["shirg_fixed"](pretrained=str(tiny_checkpoint), device="cpu", dtype="float32")
+    assert default.run_meta["attn_implementation"] == "sdpa"
+    with pytest.raises(ValueError, match=r"--model shirg_fixed: .*attn_implementation=\"bogus\""):
+        MODEL_CLASSES["shirg_fixed"](pretrained=str(tiny_checkpoint), device="cpu", attn_implementation="bogus")

@@ -4,10 +4,9 @@ Hand-derived numbers (10 docs per task):
   chartqa_200 relaxed accuracy: lavida 6/10 = 60.0, shirg_fixed 8/10 = 80.0, pool_k 5/10 = 50.0
     paired deltas: shirg_fixed gains docs 6,7 -> +20.0; pool_k loses 1,3,5 and gains 6,8 -> -10.0
   docvqa_200 ANLS: lavida 6.0/10 = 60.0, shirg_fixed 8.0/10 = 80.0 (delta +20.0), pool_k not run -> missing
-  latency p50 (warm-up sample excluded): 100 / 150 / 80 ms -> ratios 1.00x / 1.50x / 0.80x (pool_k: chartqa only)
-  peak memory 1.50 GB CPU RSS / 1.75 GB GPU alloc / 1.25 GB CPU RSS; visual tokens 980 / 1216 / 768
-  chartqa_200 CIDEr: one-token answers, each exact match scores 100 * 10 * (1 + 0 + 0 + 0) / 4 = 250 (no 2- to
-    4-grams), others 0 -> 6, 8, 5 matches of 10 -> 150.0 / 200.0 / 125.0
+  per task (pool_k: chartqa only): latency p50 (chartqa's warm-up doc excluded) 100 / 150 / 80 ms -> ratios
+  1.00x / 1.50x / 0.80x; peak memory 1.50 GB CPU RSS / 1.75 GB GPU alloc / 1.25 GB CPU RSS; visual tokens
+  980 / 1216 / 768 -> token ratios 1.00 / 1216/980 = 1.24 / 768/980 = 0.78 (none matched)
 The bracketed intervals are the seeded (seed 0) bootstrap's output, frozen here; their properties are tested in
 test_bootstrap.py.
 """
@@ -23,19 +22,20 @@ import pandas as pd
 import pytest
 
 from shirg_eval.report import leaderboard as lbm
-from shirg_eval.report.results import latencies, load_task_runs, scalar
+from shirg_eval.report.efficiency import latencies
+from shirg_eval.report.results import load_task_runs, scalar
 
 DATA = Path(__file__).parent / "data" / "results" / "roadmap"
 STAMP = "20250101_120000"
 
 EXPECTED_MARKDOWN = """\
-| variant     | lora                 | settings   | visual tokens   | chartqa_200 relaxed acc %   | chartqa_200 CIDEr   | chartqa_200 Δ vs base   | chartqa_200 ΔCIDEr    | docvqa_200 ANLS %   | docvqa_200 CIDEr   | docvqa_200 Δ vs base   | docvqa_200 ΔCIDEr    | latency p50 (ms)   | latency ×base   | peak mem            |
-|:------------|:---------------------|:-----------|:----------------|:----------------------------|:--------------------|:------------------------|:----------------------|:--------------------|:-------------------|:-----------------------|:---------------------|:-------------------|:----------------|:--------------------|
-| lavida      | none                 | default    | 980             | 60.0 [30.0, 90.0]           | 150.0               | (baseline)              | (baseline)            | 60.0 [35.0, 85.0]   | 242.4              | (baseline)             | (baseline)           | 100.0              | 1.00×           | 1.50 GB (CPU RSS)   |
-| shirg_fixed | runs/lora_r32/latest | default    | 1216            | 80.0 [50.0, 100.0]          | 200.0               | +20.0 [+0.0, +50.0]     | +50.0 [+0.0, +125.0]  | 80.0 [55.0, 100.0]  | 300.0              | +20.0 [+5.0, +35.0]    | +57.6 [+0.0, +123.1] | 150.0              | 1.50×           | 1.75 GB (GPU alloc) |
-| pool_k      | none                 | k=768      | 768             | 50.0 [20.0, 80.0]           | 125.0               | -10.0 [-50.0, +30.0]    | -25.0 [-125.0, +75.0] | —                   | —                  | —                      | —                    | 80.0               | 0.80×           | 1.25 GB (CPU RSS)   |
+| variant     | lora                 | settings   | chartqa_200 tokens   | chartqa_200 relaxed acc %   | chartqa_200 CIDEr   | chartqa_200 tokens ×base   | chartqa_200 Δ vs base   | chartqa_200 ΔCIDEr    | chartqa_200 p50 ms   | chartqa_200 latency ×base   | chartqa_200 peak mem   | docvqa_200 tokens   | docvqa_200 ANLS %   | docvqa_200 CIDEr   | docvqa_200 tokens ×base   | docvqa_200 Δ vs base   | docvqa_200 ΔCIDEr    | docvqa_200 p50 ms   | docvqa_200 latency ×base   | docvqa_200 peak mem   |
+|:------------|:---------------------|:-----------|:---------------------|:----------------------------|:--------------------|:---------------------------|:------------------------|:----------------------|:---------------------|:----------------------------|:-----------------------|:--------------------|:--------------------|:-------------------|:--------------------------|:-----------------------|:---------------------|:--------------------|:---------------------------|:----------------------|
+| lavida      | none                 | default    | 980                  | 60.0 [30.0, 90.0]           | 150.0               | (baseline)                 | (baseline)              | (baseline)            | 100.0                | 1.00×                       | 1.50 GB (CPU RSS)      | 980                 | 60.0 [35.0, 85.0]   | 242.4              | (baseline)                | (baseline)             | (baseline)           | 100.0               | 1.00×                      | 1.50 GB (CPU RSS)     |
+| shirg_fixed | runs/lora_r32/latest | default    | 1216                 | 80.0 [50.0, 100.0]          | 200.0               | 1.24×                      | +20.0 [+0.0, +50.0]     | +50.0 [+0.0, +125.0]  | 150.0                | 1.50×                       | 1.75 GB (GPU alloc)    | 1216                | 80.0 [55.0, 100.0]  | 300.0              | 1.24×                     | +20.0 [+5.0, +35.0]    | +57.6 [+0.0, +123.1] | 150.0               | 1.50×                      | 1.75 GB (GPU alloc)   |
+| pool_k      | none                 | k=768      | 768                  | 50.0 [20.0, 80.0]           | 125.0               | 0.78×                      | -10.0 [-50.0, +30.0]    | -25.0 [-125.0, +75.0] | 80.0                 | 0.80×                       | 1.25 GB (CPU RSS)      | —                   | —                   | —                  | —                         | —                      | —                    | —                   | —                          | —                     |
 
-Note: documents per task: chartqa_200 n=10, docvqa_200 n=10; 95% CIs: percentile bootstrap over documents (2000 resamples, seed 0); Δ = run − baseline lavida, paired bootstrap over the same document ids; CIDEr Δ recomputes corpus CIDEr-D per resample (200 resamples); CIDEr ×100; latency = median per-sample ms without warm-up; GPU alloc = CUDA max allocated, CPU RSS = process peak RSS.
+Note: documents per task: chartqa_200 n=10, docvqa_200 n=10; all rows: dtype=float32, pretrained=/models/tiny-lavida; 95% CIs: percentile bootstrap over documents (2000 resamples, seed 0); Δ = run − baseline lavida, paired bootstrap over the same document ids; CIDEr Δ recomputes corpus CIDEr-D per resample (200 resamples); tokens ×base = ratio of the mean visual-token counts, "matched budget" only when they are equal; every column is per task: visual tokens = mean over all the task's documents (warm-up included); p50 = median per-document latency in ms without the task's warm-up document; latency ×base = the same median ratio over the documents timed in both rows; CIDEr ×100; peak mem = max over the task's samples; GPU alloc = CUDA max allocated per sample, CPU RSS = process peak RSS (cumulative over the process's tasks).
 """
 
 
@@ -58,37 +58,43 @@ def test_csv_values(board: lbm.Leaderboard, tmp_path: Path, capsys: pytest.Captu
     assert lbm.main([str(DATA), "--baseline", "lavida", "--format", "csv", "--output", str(out)]) == 0
     assert "percentile bootstrap" in capsys.readouterr().err  # the footnote goes to stderr for CSV
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("variant,lora,settings,visual_tokens,chartqa_200.relaxed_overall,")
+    assert lines[0].startswith("label,variant,lora,settings,base,chartqa_200.visual_tokens,chartqa_200.relaxed_overall,")
     # missing cells are empty, never 0
-    assert lines[3].startswith(
-        "pool_k,,k=768,768.0,50.0,20.0,80.0,10,125.0,-10.0,-50.0,30.0,-25.0,-125.0,75.0,,,,,,,,,,,,80.0,0.8,1.25,"
-    )
+    assert lines[3].startswith('pool_k[k=768],pool_k,,k=768,"pretrained=/models/tiny-lavida,dtype=float32",768.0,50.0,')
+    assert lines[3].endswith(",0.8,1.25,cpu_peak_rss" + "," * 18)
     df = pd.read_csv(io.StringIO(out.read_text()))
     assert list(df["variant"]) == ["lavida", "shirg_fixed", "pool_k"]
     assert list(df["chartqa_200.relaxed_overall"]) == [60.0, 80.0, 50.0]
     assert list(df["chartqa_200.delta"]) == [0.0, 20.0, -10.0]
     assert df["docvqa_200.anls"].tolist()[:2] == [60.0, 80.0] and pd.isna(df["docvqa_200.anls"][2])
     assert df["docvqa_200.delta"].tolist()[1] == 20.0
-    assert list(df["latency_p50_ms"]) == [100.0, 150.0, 80.0]
-    assert list(df["latency_ratio"]) == [1.0, 1.5, 0.8]
-    assert list(df["peak_mem_kind"]) == ["cpu_peak_rss", "cuda_max_allocated", "cpu_peak_rss"]
-    assert list(df["visual_tokens"]) == [980.0, 1216.0, 768.0]
+    for t in ("chartqa_200", "docvqa_200"):
+        assert list(df[f"{t}.latency_p50_ms"][:2]) == [100.0, 150.0]
+        assert list(df[f"{t}.latency_ratio"][:2]) == [1.0, 1.5]
+        assert list(df[f"{t}.peak_mem_kind"][:2]) == ["cpu_peak_rss", "cuda_max_allocated"]
+        assert list(df[f"{t}.visual_tokens"][:2]) == [980.0, 1216.0]
+        assert list(df[f"{t}.tokens_ratio"][:2]) == [1.0, pytest.approx(1216 / 980, abs=1e-4)]
+    assert df["chartqa_200.latency_p50_ms"][2] == 80.0 and df["chartqa_200.latency_ratio"][2] == 0.8
+    assert pd.isna(df["docvqa_200.latency_p50_ms"][2]) and pd.isna(df["docvqa_200.visual_tokens"][2])
+    assert list(df["chartqa_200.matched_budget"]) == [True, False, False]
 
 
 def test_latex_exact_rows(board: lbm.Leaderboard) -> None:
     tex = lbm.render(board, "latex").splitlines()
-    assert tex[0] == r"\begin{tabular}{lllllllllllllll}"
+    assert tex[0] == r"\begin{tabular}{" + "l" * 21 + "}"
     rows = [" ".join(line.split()) for line in tex if line.rstrip().endswith(r"\\")]
     assert rows[0].startswith(
-        r"variant & lora & settings & visual tokens & chartqa\_200 relaxed acc \% & chartqa\_200 CIDEr & chartqa\_200 $\Delta$ vs base"
+        r"variant & lora & settings & chartqa\_200 tokens & chartqa\_200 relaxed acc \% & chartqa\_200 CIDEr & "
+        r"chartqa\_200 tokens $\times$base & chartqa\_200 $\Delta$ vs base"
     )
     assert rows[1] == (
-        r"lavida & none & default & 980 & 60.0 [30.0, 90.0] & 150.0 & (baseline) & (baseline) & "
-        r"60.0 [35.0, 85.0] & 242.4 & (baseline) & (baseline) & 100.0 & 1.00$\times$ & 1.50 GB (CPU RSS) \\"
+        r"lavida & none & default & 980 & 60.0 [30.0, 90.0] & 150.0 & (baseline) & (baseline) & (baseline) & 100.0 & "
+        r"1.00$\times$ & 1.50 GB (CPU RSS) & 980 & 60.0 [35.0, 85.0] & 242.4 & (baseline) & (baseline) & (baseline) & "
+        r"100.0 & 1.00$\times$ & 1.50 GB (CPU RSS) \\"
     )
     assert rows[3] == (
-        r"pool\_k & none & k=768 & 768 & 50.0 [20.0, 80.0] & 125.0 & -10.0 [-50.0, +30.0] & "
-        r"-25.0 [-125.0, +75.0] & -- & -- & -- & -- & 80.0 & 0.80$\times$ & 1.25 GB (CPU RSS) \\"
+        r"pool\_k & none & k=768 & 768 & 50.0 [20.0, 80.0] & 125.0 & 0.78$\times$ & -10.0 [-50.0, +30.0] & "
+        r"-25.0 [-125.0, +75.0] & 80.0 & 0.80$\times$ & 1.25 GB (CPU RSS) & " + " & ".join(["--"] * 9) + r" \\"
     )
     assert tex[-1].startswith(r"Note: documents per task: chartqa\_200 n=10") and r"95\% CIs" in tex[-1]
 
@@ -104,17 +110,23 @@ def test_html_exact_rows(board: lbm.Leaderboard) -> None:
         "1216",
         "80.0 [50.0, 100.0]",
         "200.0",
+        "1.24×",
         "+20.0 [+0.0, +50.0]",
         "+50.0 [+0.0, +125.0]",
+        "150.0",
+        "1.50×",
+        "1.75 GB (GPU alloc)",
+        "1216",
         "80.0 [55.0, 100.0]",
         "300.0",
+        "1.24×",
         "+20.0 [+5.0, +35.0]",
         "+57.6 [+0.0, +123.1]",
         "150.0",
         "1.50×",
         "1.75 GB (GPU alloc)",
     ]
-    assert rows[2][8:12] == ["—"] * 4
+    assert rows[2][12:] == ["—"] * 9
     assert "<p>Note: documents per task" in html
 
 
@@ -174,7 +186,9 @@ def test_newest_duplicate_wins(tmp_path: Path) -> None:
     lav = [r for r in runs_loaded if r.variant == "lavida" and r.task == "chartqa_200"]
     assert len(lav) == 1 and lav[0].stamp == STAMP
     assert (
-        "lavida / chartqa_200 appears twice; using the newest" in log.getvalue() and older in log.getvalue()
+        "lavida {pretrained=/models/tiny-lavida,dtype=float32} / chartqa_200 appears twice; using the newest"
+        in log.getvalue()
+        and older in log.getvalue()
     )
 
 

@@ -219,3 +219,25 @@ def test_too_long_prompt_is_a_clear_error(tiny_model):
     embeds = torch.zeros(1, 4090, tiny_model.config.d_model)
     with pytest.raises(ValueError, match="exceeds the model's 4096-position context"):
         generate(tiny_model, embeds, GenerationConfig(gen_length=16))
+
+
+def test_stage_clock_records_cuda_events_on_the_model_device(monkeypatch):
+    # No GPU needed: fake events that remember the stream they were recorded on. With the model on cuda:1
+    # while cuda:0 is current, an Event.record() without a stream would time cuda:0's stream instead.
+    from shirg_eval.model import sampler
+
+    recorded = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self, stream=None):
+            recorded.append(stream)
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream of", str(device)))
+    clock = sampler.StageClock(torch.device("cuda", 1))
+    clock.mark()
+    clock.mark()
+    assert recorded == [("stream of", "cuda:1")] * 2

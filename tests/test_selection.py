@@ -13,7 +13,7 @@ from shirg_eval.selection import registry
 from shirg_eval.selection.base import SelectionResult, Selector, coverage_topk, n_regions, scaffold_tokens
 from shirg_eval.selection.scoring import relevance_score, saliency, standardize, text_relevance
 from shirg_eval.selection.selectors.pool_k import pooled_shape
-from shirg_eval.selection.selectors.shirg_original import choose_k, gate_values, merge_groups
+from shirg_eval.selection.selectors.shirg_original import choose_k, gate_values, merge_groups, one_hop_units
 
 BUILTIN = ["full", "pool_k", "random_k", "shirg_fixed", "shirg_original"]
 
@@ -81,6 +81,8 @@ def test_register_duplicate_name_rejected() -> None:
         ("shirg_original", {"k_choices": (768, 512, 1024)}, "k_choices"),
         ("shirg_original", {"gate_thresholds": (0.5,)}, "gate_thresholds"),
         ("shirg_original", {"gate_thresholds": (0.6, 0.3)}, "gate_thresholds"),
+        ("shirg_original", {"merge": "transitive"}, "merge"),
+        ("shirg_original", {"merge_features": "max"}, "merge_features"),
     ],
 )
 def test_bad_params_name_the_param(name: str, params: dict, param: str) -> None:
@@ -300,10 +302,10 @@ def test_shirg_original_default_48x48() -> None:
     x = _tokens(1, 48, 48, d=16)
     res = sel.build_selector("shirg_original").select(x, (48, 48), torch.randn(1, 8, 16))
     info = res.info
-    assert info["k"][0] in (512, 768, 1024)
-    assert len(res.kept_indices[0]) == info["k"][0]
-    assert info["n_groups"][0] + info["n_merged_away"][0] == info["k"][0]
-    assert res.tokens[0].shape[0] == info["n_groups"][0] + 144 == info["n_tokens"][0]
+    assert info["k"][0] in (512, 768, 1024) and info["merge"] == "one_hop"
+    # one-hop units hold at most 3 positions, so K units always exist on 48x48: exactly K + 144 tokens
+    assert res.tokens[0].shape[0] == info["k"][0] + 144 == info["n_tokens"][0]
+    assert info["k"][0] <= len(res.kept_indices[0]) == info["n_kept_positions"][0] <= 3 * info["k"][0]
     assert 0.0 <= info["gate_value"][0] <= 1.0
 
 
@@ -318,30 +320,47 @@ def test_gate_is_scale_invariant_and_ordered() -> None:
     assert ks == [512, 768, 1024]
 
 
-def test_shirg_original_merge_averages_features() -> None:
-    # 4x4 grid, no question: score = 0.5 z(var) - 0.1 z(dist). Tokens 5 and 6 are horizontal
-    # neighbours at the same distance from the centre, with the same (large) variance -> equal scores.
-    d = 8
-    g = torch.Generator().manual_seed(0)
-    x = 0.01 * torch.randn(1, 16, d, generator=g)
-    base = torch.tensor([3.0, -1.0, 2.0, 0.5, -2.5, 1.0, -0.5, 4.0])
-    x[0, 5] = base
-    x[0, 6] = base.flip(0)  # a permutation: same variance, different features
-    x[0, 15] = 0.5 * base  # kept too, but not adjacent to 5/6
-    s = sel.build_selector(
-        "shirg_original", k_choices=(3,), gate_thresholds=(), scaffold=False, merge_threshold=0.05
-    )
-    res = s.select(x, (4, 4))
-    assert res.kept_indices[0].tolist() == [5, 6, 15]
-    assert res.info["n_groups"] == [2] and res.info["n_merged_away"] == [1]
-    assert res.tokens[0].shape == (2, d)
-    torch.testing.assert_close(res.tokens[0][0], (x[0, 5] + x[0, 6]) / 2)
-    torch.testing.assert_close(res.tokens[0][1], x[0, 15])
-    # a zero threshold disables merging
-    res0 = sel.build_selector(
-        "shirg_original", k_choices=(3,), gate_thresholds=(), scaffold=False, merge_threshold=0.0
-    ).select(x, (4, 4))
-    assert res0.tokens[0].shape == (3, d)
+def test_one_hop_units_do_not_chain() -> None:
+    # 3x4 grid. The zero-score "snake" {0,1,2,5,9,10} is one connected component, but a one-hop scan in
+    # raster order makes p0 absorb only its right neighbour p1; p2 seeds its own unit, p5 absorbs p9 (down).
+    scores = [0.0, 0.0, 0.0, 5.0, 9.0, 0.0, 3.0, 5.0, 9.0, 0.0, 0.0, 1.0]
+    assert one_hop_units(scores, (3, 4), 0.05) == [0, 0, 1, 2, 3, 4, 5, 2, 3, 4, 6, 7]
+    assert one_hop_units(scores, (3, 4), 0.0) == list(range(12))  # a zero threshold merges nothing
+
+
+def _fixed_scores(selector, scores: list[float]):
+    selector.scores = lambda tokens, grid, text: torch.tensor([scores])
+    return selector
+
+
+def test_shirg_original_merges_before_selection() -> None:
+    # 2x3 grid, scores [5, 5, 1, 0, 4, 3], K=2. Units (one hop): {0,1} (seed 0), {2}, {3}, {4}, {5}.
+    # Best two units: {0,1} (score 5) and {4} (score 4): merging first frees a slot that plain top-2
+    # would have spent on position 1.
+    x = _tokens(1, 2, 3, d=8)
+    scores = [5.0, 5.0, 1.0, 0.0, 4.0, 3.0]
+    common = {"k_choices": (2,), "gate_thresholds": (), "scaffold": False}
+    res = _fixed_scores(sel.build_selector("shirg_original", **common), scores).select(x, (2, 3))
+    assert res.kept_indices[0].tolist() == [0, 1, 4] and res.info["n_merged_away"] == [1]
+    torch.testing.assert_close(res.tokens[0], torch.stack([(x[0, 0] + x[0, 1]) / 2, x[0, 4]]))
+    seed = _fixed_scores(sel.build_selector("shirg_original", merge_features="seed", **common), scores)
+    torch.testing.assert_close(seed.select(x, (2, 3)).tokens[0], x[0, [0, 4]])
+    plain = _fixed_scores(sel.build_selector("shirg_original", merge="none", **common), scores)
+    assert plain.select(x, (2, 3)).kept_indices[0].tolist() == [0, 1]
+    # the earlier variant (option): top-2 first, then kept neighbours merge -> one token for {0, 1}
+    comp = _fixed_scores(sel.build_selector("shirg_original", merge="kept_components", **common), scores)
+    out = comp.select(x, (2, 3))
+    assert out.kept_indices[0].tolist() == [0, 1] and out.tokens[0].shape == (1, 8)
+    torch.testing.assert_close(out.tokens[0][0], (x[0, 0] + x[0, 1]) / 2)
+
+
+def test_shirg_original_without_question_scores_by_token_norm() -> None:
+    # the prototype's fallback relevance is the feature magnitude
+    x = 0.01 * _tokens(1, 4, 4, d=8)
+    x[0, 7] = 10.0 * torch.tensor([1.0, -1.0] * 4)  # large norm and large variance -> still ranked first?
+    s = sel.build_selector("shirg_original", k_choices=(1,), gate_thresholds=(), scaffold=False, merge="none")
+    z = s.scores(x, (4, 4), None)[0]
+    assert int(z.argmax()) == 7  # 0.7 z(norm) outweighs -0.2 z(var)
 
 
 def test_merge_groups_connected_components() -> None:
@@ -359,7 +378,10 @@ def test_merge_groups_connected_components() -> None:
 def test_shirg_original_k_clamped_to_grid() -> None:
     x = _tokens(1, 5, 5)
     res = sel.build_selector("shirg_original", scaffold=False).select(x, (5, 5))
-    assert res.info["k"] == [25] and len(res.kept_indices[0]) == 25
+    # K=512 > 25 positions: every unit is kept, so every position is covered
+    assert res.info["k"] == [25 - res.info["n_merged_away"][0]] and len(res.kept_indices[0]) == 25
+    res = sel.build_selector("shirg_original", scaffold=False, merge="none").select(x, (5, 5))
+    assert res.info["k"] == [25] and res.tokens[0].shape[0] == 25
 
 
 def test_coverage_topk_every_region() -> None:

@@ -146,24 +146,31 @@ def test_pool_k_count(grid: tuple[int, int], data: st.DataObject) -> None:
 
 
 @SETTINGS
-@given(grids, st.integers(0, 2**16), st.floats(0.0, 1.0), st.booleans())
-def test_shirg_original_properties(grid: tuple[int, int], seed: int, thr: float, scaffold: bool) -> None:
+@given(grids, st.integers(0, 2**16), st.floats(0.0, 1.0), st.booleans(), st.sampled_from(["one_hop", "kept_components"]))
+def test_shirg_original_properties(grid: tuple[int, int], seed: int, thr: float, scaffold: bool, merge: str) -> None:
     n = grid[0] * grid[1]
     x = _tokens(grid, seed, b=2)
     ks = (max(1, n // 4), max(1, n // 4) + 1, max(1, n // 4) + 2)
     s = sel.build_selector(
-        "shirg_original", k_choices=ks, gate_thresholds=(0.5, 0.9), merge_threshold=thr, scaffold=scaffold
+        "shirg_original", k_choices=ks, gate_thresholds=(0.5, 0.9), merge_threshold=thr, scaffold=scaffold,
+        merge=merge,
     )
     res = s.select(x, grid)
+    n_scaffold = math.ceil(grid[0] / 4) * math.ceil(grid[1] / 4) if scaffold else 0
+    assert res.info["n_scaffold"] == n_scaffold
     for b in range(2):
         k = res.info["k"][b]
-        assert k == min(n, k) and k in [min(n, c) for c in ks]
-        _check_indices(res.kept_indices[b], k, grid, None)
-        g = res.info["n_groups"][b]
-        assert 1 <= g <= k and res.info["n_merged_away"][b] == k - g
-        n_scaffold = math.ceil(grid[0] / 4) * math.ceil(grid[1] / 4) if scaffold else 0
-        assert res.info["n_scaffold"] == n_scaffold
-        assert res.tokens[b].shape == (g + n_scaffold, 6)
+        kept = res.kept_indices[b]
+        _check_indices(kept, kept.numel(), grid, None)
+        if merge == "one_hop":
+            # K units (never more than the units there are), each covering 1-3 positions
+            units = n - res.info["n_merged_away"][b]
+            assert k == min(units, k) and k <= min(n, max(ks)) and k <= kept.numel() <= 3 * k
+            assert res.tokens[b].shape == (k + n_scaffold, 6)
+        else:
+            assert k in [min(n, c) for c in ks] and kept.numel() == k
+            g = k - res.info["n_merged_away"][b]
+            assert 1 <= g <= k and res.tokens[b].shape == (g + n_scaffold, 6)
     again = s.select(x, grid)
     assert all(torch.equal(a, b) for a, b in zip(again.kept_indices, res.kept_indices, strict=True))
 

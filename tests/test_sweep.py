@@ -29,7 +29,7 @@ defaults: {{model_args: {{device: cpu}}}}
 cells:
   - {{name: lavida, model: lavida}}
   - {{name: shirg_fixed, model: shirg_fixed, model_args: {{k: 768}}}}
-  - {{name: pool_k, model: pool_k, model_args: {{k: 768}}}}
+  - {{name: pool_k, model: pool_k, model_args: {{k: 768}}, controls: shirg_fixed}}
 """
     )
     return cfg
@@ -75,6 +75,9 @@ def test_interrupted_sweep_resumes_without_rerunning(tmp_path: Path) -> None:
     board = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "(baseline)" in board and "pool_k" in board
     assert (tmp_path / "out" / "plots" / "peak_memory.png").exists()
+    cell = json.loads((tmp_path / "out" / "pool_k" / "cell.json").read_text())
+    assert cell["cell"] == "pool_k" and cell["controls"] == "shirg_fixed" and cell["model_args"]["k"] == 768
+    assert json.loads((tmp_path / "out" / "lavida" / "cell.json").read_text())["controls"] is None
 
     third = _sweep(tmp_path, "--no-leaderboard")
     assert third.returncode == 0 and len(_calls(tmp_path)) == 4  # everything complete: nothing runs
@@ -102,7 +105,7 @@ def test_dry_run_prints_commands(tmp_path: Path, capsys: pytest.CaptureFixture[s
         f"--output_path {root / 'lavida'} --log_samples --limit 4",
         f"[2/3] shirg_fixed: lmms_eval --model shirg_fixed --model_args device=cpu,k=768,pretrained=/tiny "
         f"--tasks chartqa_200 --output_path {root / 'shirg_fixed'} --log_samples --limit 4",
-        f"[3/3] pool_k: lmms_eval --model pool_k --model_args device=cpu,k=768,pretrained=/tiny --tasks chartqa_200 "
+        f"[3/3] pool_k (controls shirg_fixed): lmms_eval --model pool_k --model_args device=cpu,k=768,pretrained=/tiny --tasks chartqa_200 "
         f"--output_path {root / 'pool_k'} --log_samples --limit 4",
     ]
     assert not (tmp_path / "calls.log").exists() and not root.exists()
@@ -139,7 +142,17 @@ def test_yaml_configs_and_grid() -> None:
         "shirg_fixed",
         "pool_k",
         "random_k",
+        "shirg_fixed_768",
+        "pool_k_768",
+        "random_k_768",
     ]
+    controls = {c.name: c.controls for c in road.cells if c.controls}
+    assert controls == {
+        "pool_k": "shirg_fixed",
+        "random_k": "shirg_fixed",
+        "pool_k_768": "shirg_fixed_768",
+        "random_k_768": "shirg_fixed_768",
+    }
     assert road.baseline == "lavida" and road.tasks == ["chartqa_200", "docvqa_200"] and road.limit is None
     demo = sw.load_sweep(ROOT / "configs" / "sweeps" / "demo.yaml")
     assert demo.limit == 8 and [c.name for c in demo.cells] == [c.name for c in road.cells]

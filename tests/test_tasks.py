@@ -180,11 +180,14 @@ def test_efficiency_aggregations() -> None:
     assert efficiency_metrics.agg_latency_ms_mean(items) == pytest.approx(25.0)  # warm-up and None left out
     assert efficiency_metrics.agg_latency_ms_p50(items) == pytest.approx(25.0)
     assert efficiency_metrics.agg_latency_ms_p95(items) == pytest.approx(38.5)  # numpy linear: 30 + 0.85 * 10
-    assert efficiency_metrics.agg_peak_mem_gb_max(items) == 40.0
+    assert efficiency_metrics.agg_peak_mem_gb_max(items) == 1000.0  # a high-water mark counts the warm-up too
     only_warm = [{"value": 7.0, "warmup": True}]
     assert efficiency_metrics.agg_prefill_ms_mean(only_warm) == 7.0  # all warm-up: use them
     assert efficiency_metrics.agg_denoise_ms_mean([{"value": None, "warmup": False}] * 3) is None  # never 0
     assert efficiency_metrics.agg_visual_tokens_mean([]) is None
+    # a token count is exact: the warm-up sample counts in its mean (only timings drop warm-up)
+    tokens = [{"value": 900.0, "warmup": True}, {"value": 912.0, "warmup": False}, {"value": 918.0, "warmup": False}]
+    assert efficiency_metrics.agg_visual_tokens_mean(tokens) == pytest.approx(910.0)
 
 
 def test_cider_aggregation() -> None:

@@ -24,7 +24,7 @@ class EfficiencyRecord:
     peak_mem_gb: float | None
     peak_mem_kind: str | None  # "cuda_max_allocated" or "cpu_peak_rss" (process-wide, not per sample)
     visual_tokens: int | None
-    warmup: bool = False  # first sample of a run: measured, but flagged and left out of aggregates
+    warmup: bool = False  # first sample of its task in this process: timings left out of aggregates
     meta: dict[str, Any] = field(default_factory=dict)  # what actually ran: variant, params, lora, seed, ...
     error: str | None = None  # the sample failed (allow_failures=true): not scored, counted as failed
 

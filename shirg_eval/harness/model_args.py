@@ -22,6 +22,7 @@ class ModelArgs:
     scaffold: bool | None = None
     alpha: float | None = None
     coverage: bool | None = None
+    merge: str | None = None  # shirg_original: one_hop (default) | kept_components | none
     selector: str | None = None
     resolution: int | None = None
     gen_length: int | None = None  # default: the task's max_new_tokens (ChartQA 16, DocVQA 32)
@@ -38,7 +39,7 @@ class ModelArgs:
     journal: str | None = None  # directory of the resume journal (the lmms_eval command sets one per output_path)
 
     def selector_params(self) -> dict[str, Any]:
-        names = ("k", "scaffold", "alpha", "coverage")
+        names = ("k", "scaffold", "alpha", "coverage", "merge")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 

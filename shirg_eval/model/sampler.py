@@ -105,16 +105,21 @@ def transfer_counts(n_masked: int, steps: int, schedule: str | None = None) -> l
 
 
 class StageClock:
-    """Stage timer: CUDA events on a GPU (read once at the end, no sync per step), perf_counter elsewhere."""
+    """Stage timer: CUDA events on a GPU (read once at the end, no sync per step), perf_counter elsewhere.
+
+    Events are recorded on the current stream *of the model's device*: ``Event.record()`` without a stream
+    would use the current device's stream, which times nothing when the model sits on another GPU.
+    """
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.marks: list = []
 
     def mark(self) -> None:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
             self.marks.append(event)
         else:
             self.marks.append(time.perf_counter())

@@ -1,8 +1,11 @@
 """``shirg-leaderboard``: lmms-eval output folders -> one honest table.
 
-One row per (variant, LoRA checkpoint, non-default model_args); per task the headline metric with its own 95%
-interval, CIDEr, and -- given ``--baseline`` -- the paired-bootstrap delta against the baseline over the same
-documents. Missing numbers are shown as missing ("—" / empty CSV cell), never as 0.
+One row per (variant, LoRA checkpoint, non-default model_args, base: checkpoint + dtype + KV dtype + attention
+kernel). Every column is per task and recomputable from that task's samples: the headline metric with its 95%
+interval, CIDEr, visual tokens, latency p50 and peak memory; given ``--baseline``, the paired-bootstrap delta
+against the baseline over the same documents, the token ratio beside it ("matched budget" only when the mean
+token counts are equal) and the latency ratio. Cells of a shirg-sweep that declare ``controls:`` get a second
+table: each reference against its same-budget controls. Missing numbers are shown as missing, never as 0.
 """
 
 from __future__ import annotations
@@ -16,26 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from shirg_eval.report import bootstrap as bs
-from shirg_eval.report.results import (
-    TaskRun,
-    latency_p50,
-    load_task_runs,
-    peak_memory,
-    row_label,
-    sort_key,
-    visual_tokens,
-)
+from shirg_eval.report import render as rd
+from shirg_eval.report.controls import control_pairs, token_ratio
+from shirg_eval.report.efficiency import latency_p50, latency_ratio, peak_memory, visual_tokens
+from shirg_eval.report.results import Key, TaskRun, load_task_runs, row_label, sort_key
 
 # task-name prefix -> (headline metric, column label); unknown tasks fall back to exact match
 HEADLINES = (("chartqa", "relaxed_overall", "relaxed acc %"), ("docvqa", "anls", "ANLS %"))
 FALLBACK_HEADLINE = ("exact_match", "EM %")
-MEM_KINDS = {"cuda_max_allocated": "GPU alloc", "cpu_peak_rss": "CPU RSS"}
-MISSING = "—"
-
-Key = tuple[str, "str | None", str]
+MISSING = rd.MISSING
+render = rd.render  # re-exported: ``from shirg_eval.report.leaderboard import render``
+NAN_INTERVAL = bs.Interval(math.nan, math.nan, math.nan, 0, 0, "none")
 
 
 class LeaderboardError(RuntimeError):
@@ -51,18 +47,48 @@ def headline_for(task: str) -> tuple[str, str]:
 
 @dataclass
 class Leaderboard:
-    raw: pd.DataFrame  # numbers (NaN where missing): CSV and plots
+    raw: pd.DataFrame  # numbers (NaN where missing): CSV and plots; ``label`` names the row
     display: pd.DataFrame  # formatted strings: markdown / LaTeX / HTML
     tasks: list[str]
     headlines: dict[str, tuple[str, str]]
     baseline: str | None
     footnote: str
     runs: list[TaskRun]
+    labels: dict[Key, str] = field(default_factory=dict)
+    pairs_raw: pd.DataFrame = field(default_factory=pd.DataFrame)  # reference vs control, per task
+    pairs_display: pd.DataFrame = field(default_factory=pd.DataFrame)
+    pairs_title: str = ""
     notes: list[str] = field(default_factory=list)
 
 
-def resolve_baseline(spec: str, keys: Sequence[Key]) -> Key:
-    """``VARIANT[@LORA]`` -> the row key; refuses when nothing or several rows match."""
+# ---- row identity -------------------------------------------------------------------------------------
+
+
+def _base_parts(base: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in base.split(",") if "=" in part)
+
+
+def varying_base(keys: Sequence[Key]) -> tuple[dict[Key, str], dict[str, str]]:
+    """Per row, the base components that differ between rows ("dtype=bfloat16"); and the ones all rows share."""
+    parts = {k: _base_parts(k[3]) for k in keys}
+    names = sorted({n for p in parts.values() for n in p})
+    varying = [n for n in names if len({p.get(n) for p in parts.values()}) > 1]
+    common = {n: v for n in names if n not in varying for v in {p.get(n) for p in parts.values()} if v}
+    return {k: ",".join(f"{n}={parts[k].get(n, '?')}" for n in varying) for k in keys}, common
+
+
+def row_labels(keys: Sequence[Key]) -> dict[Key, str]:
+    """``variant[settings]@lora``, plus ``{the base components that vary}`` when rows differ in their base."""
+    differing, _ = varying_base(keys)
+    return {k: row_label(k) + (f" {{{differing[k]}}}" if differing[k] else "") for k in keys}
+
+
+def resolve_baseline(spec: str, keys: Sequence[Key], labels: dict[Key, str] | None = None) -> Key:
+    """A row label, or ``VARIANT[@LORA]`` -> the row key; refuses when nothing or several rows match."""
+    labels = labels or row_labels(keys)
+    exact = [k for k in keys if labels[k] == spec]
+    if len(exact) == 1:
+        return exact[0]
     variant, _, lora = spec.partition("@")
     cands = [k for k in keys if k[0] == variant]
     if lora:
@@ -72,37 +98,13 @@ def resolve_baseline(spec: str, keys: Sequence[Key]) -> Key:
     if len(cands) > 1:  # prefer the run with default settings
         cands = [k for k in cands if not k[2]] or cands
     if len(cands) != 1:
-        have = ", ".join(row_label(k) for k in keys)
-        what = "matches several rows" if cands else "matches no row"
+        have = "; ".join(labels[k] for k in keys)
+        what = "matches several rows (pass one row's full label)" if cands else "matches no row"
         raise LeaderboardError(f"baseline {spec!r} {what}; rows: {have}")
     return cands[0]
 
 
-def _fmt(v: float, spec: str = ".1f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return MISSING
-    return format(round(float(v), 6) + 0.0, spec)
-
-
-def _fmt_ci(est: float, lo: float, hi: float, sign: bool = False, mark: str = "") -> str:
-    if math.isnan(est):
-        return MISSING
-    s = "+.1f" if sign else ".1f"
-    if math.isnan(lo) or math.isnan(hi):
-        return _fmt(est, s)
-    return f"{_fmt(est, s)} [{_fmt(lo, s)}, {_fmt(hi, s)}]{mark}"
-
-
-def _fmt_count(v: float) -> str:
-    if math.isnan(v):
-        return MISSING
-    return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.1f}"
-
-
-def _fmt_mem(gb: float, kind: str | None) -> str:
-    if math.isnan(gb):
-        return MISSING
-    return f"{gb:.2f} GB" + (f" ({MEM_KINDS.get(kind, kind)})" if kind else "")
+# ---- per-task numbers ---------------------------------------------------------------------------------
 
 
 def _headline(run: TaskRun, metric: str, n_boot: int, seed: int) -> tuple[bs.Interval, bool]:
@@ -131,16 +133,16 @@ def _cider(run: TaskRun) -> float:
     return 100 * run.aggregate("cider")
 
 
-def _delta(base: TaskRun, run: TaskRun, metric: str, n_boot: int, seed: int) -> bs.Interval:
-    names = (f"{base.name} ({base.task})", f"{run.name} ({run.task})")
+def _delta(base: TaskRun, run: TaskRun, metric: str, n_boot: int, seed: int, names: tuple[str, str]) -> bs.Interval:
+    """``run - base`` of a per-document metric (x100), paired over the same documents."""
     if base.samples is None or run.samples is None:
-        return bs.Interval(math.nan, math.nan, math.nan, 0, 0, "none")
+        return NAN_INTERVAL
     # the document sets are checked on all logged docs, before NaN metrics are dropped
     bs.align(dict.fromkeys(base.doc_ids()), dict.fromkeys(run.doc_ids()), *names)
     a, b = base.per_doc(metric), run.per_doc(metric)
     shared = sorted(set(a) & set(b))
     if not shared:
-        return bs.Interval(math.nan, math.nan, math.nan, 0, 0, "none")
+        return NAN_INTERVAL
     iv = bs.paired_bootstrap({i: a[i] for i in shared}, {i: b[i] for i in shared}, n_boot, seed, names=names)
     return bs.Interval(100 * iv.estimate, 100 * iv.low, 100 * iv.high, iv.n, iv.n_boot, iv.method)
 
@@ -149,11 +151,73 @@ def _cider_delta(base: TaskRun, run: TaskRun, n_boot: int, seed: int) -> bs.Inte
     a, b = _cider_items(base), _cider_items(run)
     shared = sorted(set(a) & set(b))
     if not shared:
-        return bs.Interval(math.nan, math.nan, math.nan, 0, 0, "none")
+        return NAN_INTERVAL
     iv = bs.paired_bootstrap_corpus(
         {i: a[i] for i in shared}, {i: b[i] for i in shared}, bs.cider_score, n_boot=n_boot, seed=seed
     )
     return bs.Interval(100 * iv.estimate, 100 * iv.low, 100 * iv.high, iv.n, iv.n_boot, iv.method)
+
+
+def _put_interval(raw: dict[str, Any], prefix: str, iv: bs.Interval) -> None:
+    raw.update({prefix: iv.estimate, f"{prefix}.ci_low": iv.low, f"{prefix}.ci_high": iv.high})
+
+
+# ---- the table ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Flags:
+    normal_ci: bool = False
+    partial_ratio: bool = False
+
+
+def _task_columns(
+    t: str,
+    names: tuple[str, str],
+    run: TaskRun | None,
+    base: TaskRun | None,
+    is_base: bool,
+    with_base: bool,
+    opts: dict[str, Any],
+    flags: _Flags,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw numbers and display strings of one row's columns for task ``t``."""
+    metric, mlabel = opts["headlines"][t]
+    raw: dict[str, Any] = {}
+    disp: dict[str, str] = {}
+    tokens = visual_tokens(run) if run else math.nan
+    raw[f"{t}.visual_tokens"], disp[f"{t} tokens"] = tokens, rd.fmt_count(tokens)
+    iv, approx = _headline(run, metric, opts["n_boot"], opts["seed"]) if run else (NAN_INTERVAL, False)
+    flags.normal_ci |= approx
+    _put_interval(raw, f"{t}.{metric}", iv)
+    raw[f"{t}.n"] = len(set(run.doc_ids())) if run and run.samples is not None else math.nan
+    cider = _cider(run) if run else math.nan
+    raw[f"{t}.cider"] = cider
+    disp[f"{t} {mlabel}"] = rd.fmt_ci(iv.estimate, iv.low, iv.high, mark="*" if approx else "")
+    disp[f"{t} CIDEr"] = rd.fmt(cider)
+    both = run is not None and base is not None
+    if with_base:
+        ratio, matched = token_ratio(tokens, visual_tokens(base)) if both else (math.nan, False)
+        d = _delta(base, run, metric, opts["n_boot"], opts["seed"], names) if both else NAN_INTERVAL
+        dc = _cider_delta(base, run, opts["n_boot_cider"], opts["seed"]) if both else NAN_INTERVAL
+        raw[f"{t}.tokens_ratio"], raw[f"{t}.matched_budget"] = ratio, (matched if both else None)
+        _put_interval(raw, f"{t}.delta", d)
+        _put_interval(raw, f"{t}.cider_delta", dc)
+        baseline_mark = "(baseline)" if is_base and run is not None else None
+        disp[f"{t} tokens ×base"] = baseline_mark or rd.fmt_token_ratio(ratio, matched)
+        disp[f"{t} Δ vs base"] = baseline_mark or rd.fmt_ci(d.estimate, d.low, d.high, sign=True)
+        disp[f"{t} ΔCIDEr"] = baseline_mark or rd.fmt_ci(dc.estimate, dc.low, dc.high, sign=True)
+    p50 = latency_p50(run) if run else math.nan
+    raw[f"{t}.latency_p50_ms"], disp[f"{t} p50 ms"] = p50, rd.fmt(p50)
+    if with_base:
+        lat_ratio, full = latency_ratio(run, base) if both else (math.nan, True)
+        flags.partial_ratio |= not full
+        raw[f"{t}.latency_ratio"] = lat_ratio
+        disp[f"{t} latency ×base"] = rd.fmt_ratio(lat_ratio, "" if full else "†")
+    mem, kind = peak_memory(run) if run else (math.nan, None)
+    raw[f"{t}.peak_mem_gb"], raw[f"{t}.peak_mem_kind"] = mem, kind
+    disp[f"{t} peak mem"] = rd.fmt_mem(mem, kind)
+    return raw, disp
 
 
 def build_leaderboard(
@@ -169,166 +233,93 @@ def build_leaderboard(
     for run in runs:
         rows.setdefault(run.key, {})[run.task] = run
     keys = sorted(rows, key=sort_key)
+    labels = row_labels(keys)
+    differing, common_base = varying_base(keys)
     tasks = sorted({run.task for run in runs})
-    headlines = {t: headline_for(t) for t in tasks}
-    base_key = resolve_baseline(baseline, keys) if baseline else None
+    opts = {"headlines": {t: headline_for(t) for t in tasks}, "n_boot": n_boot, "n_boot_cider": n_boot_cider,
+            "seed": seed}
+    base_key = resolve_baseline(baseline, keys, labels) if baseline else None
     base = rows[base_key] if base_key else {}
-    normal_ci = False
+    flags = _Flags()
     raw_rows, disp_rows = [], []
     for key in keys:
-        tr = rows[key]
-        raw: dict[str, Any] = {"variant": key[0], "lora": key[1], "settings": key[2]}
-        disp: dict[str, str] = {"variant": key[0], "lora": key[1] or "none", "settings": key[2] or "default"}
-        vt = visual_tokens(list(tr.values()))
-        raw["visual_tokens"], disp["visual tokens"] = vt, _fmt_count(vt)
+        raw: dict[str, Any] = {"label": labels[key], "variant": key[0], "lora": key[1], "settings": key[2],
+                               "base": key[3]}
+        disp = {"variant": key[0], "lora": key[1] or "none", "settings": key[2] or "default"}
+        if any(differing.values()):
+            disp["base"] = differing[key]
         for t in tasks:
-            metric, label = headlines[t]
-            run = tr.get(t)
-            hl = _headline(run, metric, n_boot, seed) if run else None
-            iv, approx = hl if hl else (bs.Interval(math.nan, math.nan, math.nan, 0, 0, "none"), False)
-            normal_ci |= approx
-            cider = _cider(run) if run else math.nan
-            raw.update(
-                {
-                    f"{t}.{metric}": iv.estimate,
-                    f"{t}.{metric}.ci_low": iv.low,
-                    f"{t}.{metric}.ci_high": iv.high,
-                }
-            )
-            raw[f"{t}.n"] = len(set(run.doc_ids())) if run and run.samples is not None else math.nan
-            raw[f"{t}.cider"] = cider
-            disp[f"{t} {label}"] = _fmt_ci(iv.estimate, iv.low, iv.high, mark="*" if approx else "")
-            disp[f"{t} CIDEr"] = _fmt(cider)
-            if base_key:
-                b = base.get(t)
-                d = _delta(b, run, metric, n_boot, seed) if (b and run) else None
-                dc = _cider_delta(b, run, n_boot_cider, seed) if (b and run) else None
-                nan_iv = bs.Interval(math.nan, math.nan, math.nan, 0, 0, "none")
-                d, dc = d or nan_iv, dc or nan_iv
-                raw.update(
-                    {f"{t}.delta": d.estimate, f"{t}.delta.ci_low": d.low, f"{t}.delta.ci_high": d.high}
-                )
-                raw.update(
-                    {
-                        f"{t}.cider_delta": dc.estimate,
-                        f"{t}.cider_delta.ci_low": dc.low,
-                        f"{t}.cider_delta.ci_high": dc.high,
-                    }
-                )
-                is_base = key == base_key and run is not None
-                disp[f"{t} Δ vs base"] = (
-                    "(baseline)" if is_base else _fmt_ci(d.estimate, d.low, d.high, sign=True)
-                )
-                disp[f"{t} ΔCIDEr"] = (
-                    "(baseline)" if is_base else _fmt_ci(dc.estimate, dc.low, dc.high, sign=True)
-                )
-        lat = latency_p50(list(tr.values()))
-        raw["latency_p50_ms"], disp["latency p50 (ms)"] = lat, _fmt(lat)
-        if base_key:
-            common = sorted(set(tr) & set(base))
-            ratio = (
-                latency_p50([tr[t] for t in common]) / latency_p50([base[t] for t in common])
-                if common
-                else math.nan
-            )
-            raw["latency_ratio"] = ratio
-            disp["latency ×base"] = MISSING if math.isnan(ratio) else f"{ratio:.2f}×"
-        mem, kind = peak_memory(list(tr.values()))
-        raw["peak_mem_gb"], raw["peak_mem_kind"] = mem, kind
-        disp["peak mem"] = _fmt_mem(mem, kind)
+            names = (f"{labels[base_key]} ({t})" if base_key else "", f"{labels[key]} ({t})")
+            r, d = _task_columns(t, names, rows[key].get(t), base.get(t), key == base_key,
+                                 base_key is not None, opts, flags)
+            raw.update(r)
+            disp.update(d)
         raw_rows.append(raw)
         disp_rows.append(disp)
     raw_df = pd.DataFrame(raw_rows)
-    footnote = _footnote(raw_df, tasks, base_key, n_boot, n_boot_cider, seed, normal_ci)
     for t in tasks:  # counts print as integers, missing ones as empty
         raw_df[f"{t}.n"] = raw_df[f"{t}.n"].astype("Int64")
+    def delta(base_run: TaskRun, run: TaskRun, metric: str, names: tuple[str, str]) -> bs.Interval:
+        return _delta(base_run, run, metric, n_boot, seed, names)
+
+    pairs_raw, pairs_disp, pair_notes = control_pairs(rows, keys, labels, opts["headlines"], delta)
+    footnote = _footnote(raw_df, tasks, labels.get(base_key) if base_key else None, common_base, opts, flags)
     return Leaderboard(
         raw=raw_df,
         display=pd.DataFrame(disp_rows),
         tasks=tasks,
-        headlines=headlines,
-        baseline=row_label(base_key) if base_key else None,
+        headlines=opts["headlines"],
+        baseline=labels[base_key] if base_key else None,
         footnote=footnote,
         runs=runs,
+        labels=labels,
+        pairs_raw=pairs_raw,
+        pairs_display=pairs_disp,
+        pairs_title=(
+            "Matched-budget controls (cells that declare `controls:` in their sweep): Δ = reference − control, "
+            "paired bootstrap over the same documents; tokens = mean visual tokens per document; "
+            "\"matched\" only when the two means are equal."
+        ),
+        notes=pair_notes,
     )
 
 
 def _footnote(
     raw: pd.DataFrame,
     tasks: list[str],
-    base_key: Key | None,
-    n_boot: int,
-    n_boot_cider: int,
-    seed: int,
-    normal_ci: bool,
+    base_label: str | None,
+    common_base: dict[str, str],
+    opts: dict[str, Any],
+    flags: _Flags,
 ) -> str:
     ns = []
     for t in tasks:
-        vals = sorted({int(v) for v in raw[f"{t}.n"] if not math.isnan(v)})
+        vals = sorted({int(v) for v in raw[f"{t}.n"].dropna()})
         ns.append(f"{t} n={'/'.join(map(str, vals)) if vals else '?'}")
-    parts = [
-        f"documents per task: {', '.join(ns)}",
-        f"95% CIs: percentile bootstrap over documents ({n_boot} resamples, seed {seed})",
-    ]
-    if normal_ci:
+    parts = [f"documents per task: {', '.join(ns)}"]
+    if common_base:
+        parts.append("all rows: " + ", ".join(f"{k}={v}" for k, v in common_base.items()))
+    parts.append(f"95% CIs: percentile bootstrap over documents ({opts['n_boot']} resamples, seed {opts['seed']})")
+    if flags.normal_ci:
         parts.append("* = normal approximation from lmms-eval stderr (no samples logged)")
-    if base_key:
+    if base_label:
         parts.append(
-            f"Δ = run − baseline {row_label(base_key)}, paired bootstrap over the same document ids; "
-            f"CIDEr Δ recomputes corpus CIDEr-D per resample ({n_boot_cider} resamples)"
+            f"Δ = run − baseline {base_label}, paired bootstrap over the same document ids; "
+            f"CIDEr Δ recomputes corpus CIDEr-D per resample ({opts['n_boot_cider']} resamples); "
+            "tokens ×base = ratio of the mean visual-token counts, \"matched budget\" only when they are equal"
         )
     parts.append(
-        "CIDEr ×100; latency = median per-sample ms without warm-up; GPU alloc = CUDA max allocated, "
-        "CPU RSS = process peak RSS"
+        "every column is per task: visual tokens = mean over all the task's documents (warm-up included); "
+        "p50 = median per-document latency in ms without the task's warm-up document"
+        + ("; latency ×base = the same median ratio over the documents timed in both rows" if base_label else "")
+    )
+    if flags.partial_ratio:
+        parts.append("† = the two rows timed different documents (other warm-ups): ratio over the shared ones")
+    parts.append(
+        "CIDEr ×100; peak mem = max over the task's samples; GPU alloc = CUDA max allocated per sample, "
+        "CPU RSS = process peak RSS (cumulative over the process's tasks)"
     )
     return "Note: " + "; ".join(parts) + "."
-
-
-# ---- rendering ----------------------------------------------------------------------------------------
-
-_LATEX = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\^{}",
-    "Δ": r"$\Delta$",
-    "—": "--",
-    "×": r"$\times$",
-    "−": "-",
-}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in str(text))
-
-
-def render(lb: Leaderboard, fmt: str = "markdown") -> str:
-    """The table (and footnote, except for CSV whose file stays machine-readable) as text."""
-    if fmt == "csv":
-        return lb.raw.round(4).to_csv(index=False, na_rep="")
-    df = lb.display
-    headers, rows = list(df.columns), df.values.tolist()
-    if fmt == "markdown":
-        table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
-        return f"{table}\n\n{lb.footnote}\n"
-    if fmt == "latex":
-        esc_rows = [[_latex_escape(c) for c in r] for r in rows]
-        table = tabulate(
-            esc_rows, headers=[_latex_escape(h) for h in headers], tablefmt="latex_raw", disable_numparse=True
-        )
-        return f"{table}\n{_latex_escape(lb.footnote)}\n"
-    if fmt == "html":
-        table = tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True)
-        import html
-
-        return f"{table}\n<p>{html.escape(lb.footnote)}</p>\n"
-    raise ValueError(f"unknown format {fmt!r}")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
@@ -339,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "dirs", nargs="+", help="lmms-eval output folders (searched at any depth) or results.json files"
     )
-    p.add_argument("--baseline", help="VARIANT[@LORA] the deltas and latency ratios are relative to")
+    p.add_argument("--baseline", help="VARIANT[@LORA] (or a full row label) the deltas and ratios are relative to")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex", "html"])
     p.add_argument("--output", help="write the table here instead of stdout")
     p.add_argument("--plots", help="write PNG+SVG plots into this folder")
@@ -382,6 +373,8 @@ def run_leaderboard(
         sys.stdout.write(text)
     if fmt == "csv":
         print(lb.footnote, file=sys.stderr)
+    for note in lb.notes:
+        print(f"shirg-leaderboard: {note}", file=sys.stderr)
     plot_files: list[Path] = []
     if plots or report:
         from shirg_eval.report.plots import write_plots

@@ -1,9 +1,17 @@
-"""Leaderboard plots (PNG + SVG, matplotlib Agg): accuracy vs latency, peak memory, accuracy vs visual tokens,
-and a gallery of ``selection_*.png`` overlays found in the run folders."""
+"""Leaderboard plots (PNG + SVG, matplotlib Agg), all per task: accuracy vs latency, accuracy vs visual tokens,
+peak memory, and a gallery of the ``selection_*.png`` overlays found in the run folders.
+
+Rows are told apart by a legend (one colour/marker per row, outside the axes), never by text placed next to the
+points, so labels cannot overlap however close the points are. To add a plot, write a function that takes the
+:class:`Leaderboard` and an output folder and returns the files it wrote, and list it in :func:`write_plots`;
+:func:`scatter_plot` draws any two numeric per-task columns of ``lb.raw`` (``group_by`` joins rows of one
+variant with a line, e.g. one curve per method over several budgets).
+"""
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,16 +20,13 @@ import matplotlib
 matplotlib.use("Agg")  # headless: sweeps run on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from shirg_eval.report.results import row_label  # noqa: E402
-
 if TYPE_CHECKING:
     from shirg_eval.report.leaderboard import Leaderboard
 
 GALLERY_PER_ROW = 4
-
-
-def _labels(lb: Leaderboard) -> list[str]:
-    return [row_label((r.variant, r.lora, r.settings)) for r in lb.raw.itertuples()]
+MARKERS = "osD^vP*Xhp<>"
+TITLE_WIDTH = 34  # characters per gallery-title line at fontsize 7 in a 3-inch panel
+TICK_WIDTH = 22  # characters per bar-label line at fontsize 7 under a 1.6-inch group of bars
 
 
 def _save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
@@ -32,70 +37,110 @@ def _save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _scatter(lb: Leaderboard, task: str, xcol: str, xlabel: str, stem: str, out: Path) -> list[Path]:
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _style(i: int) -> dict[str, object]:
+    return {"color": plt.get_cmap("tab10")(i % 10), "marker": MARKERS[i % len(MARKERS)]}
+
+
+def scatter_plot(
+    lb: Leaderboard, task: str, xcol: str, xlabel: str, stem: str, out: Path, group_by: str | None = None
+) -> list[Path]:
+    """Headline metric (with its 95% CI) against ``lb.raw[xcol]`` for ``task``; one legend entry per row."""
     metric, label = lb.headlines[task]
     df = lb.raw
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    lines: dict[str, list[tuple[float, float]]] = {}
     plotted = 0
-    for name, (_, r) in zip(_labels(lb), df.iterrows(), strict=True):
-        x, y = r[xcol], r[f"{task}.{metric}"]
-        if any(isinstance(v, float) and math.isnan(v) for v in (x, y)):
+    for i, r in enumerate(df.to_dict("records")):
+        x, y = r.get(xcol), r.get(f"{task}.{metric}")
+        if _missing(x) or _missing(y):
             continue
         lo, hi = r[f"{task}.{metric}.ci_low"], r[f"{task}.{metric}.ci_high"]
-        yerr = None if math.isnan(lo) else [[y - lo], [hi - y]]
-        ax.errorbar([x], [y], yerr=yerr, fmt="o", capsize=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        yerr = None if _missing(lo) or _missing(hi) else [[y - lo], [hi - y]]
+        ax.errorbar([x], [y], yerr=yerr, fmt=str(_style(i)["marker"]), color=_style(i)["color"], capsize=3,
+                    label=r["label"])
+        if group_by:
+            lines.setdefault(str(r[group_by]), []).append((x, y))
         plotted += 1
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{task} {label} (95% CI)")
-    ax.set_title(f"{task}: {label} vs {xlabel}")
-    ax.grid(alpha=0.3)
+    for points in lines.values():
+        if len(points) > 1:
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot(xs, ys, color="0.6", linewidth=0.8, zorder=0)
     if not plotted:
         plt.close(fig)
         return []
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{label} (95% CI)")
+    ax.set_title(f"{task}: {label} vs {xlabel}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, borderaxespad=0.0)
     return _save(fig, out, stem)
 
 
-def _memory(lb: Leaderboard, out: Path) -> list[Path]:
+def memory_plot(lb: Leaderboard, out: Path) -> list[Path]:
+    """Peak memory per row, one bar per task (hatched: CPU RSS, plain: GPU allocated)."""
     df = lb.raw
-    names = _labels(lb)
-    keep = [i for i, v in enumerate(df["peak_mem_gb"]) if not math.isnan(v)]
-    if not keep:
+    tasks = [t for t in lb.tasks if df[f"{t}.peak_mem_gb"].notna().any()]
+    if not tasks:
         return []
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(keep)), 4))
-    kinds = [df["peak_mem_kind"].iloc[i] for i in keep]
-    colors = ["tab:orange" if k == "cpu_peak_rss" else "tab:blue" for k in kinds]
-    ax.bar([names[i] for i in keep], [df["peak_mem_gb"].iloc[i] for i in keep], color=colors)
+    n_rows = len(df)
+    # each group of bars is >= 1.5 inch wide, room for TICK_WIDTH characters at fontsize 7
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * n_rows + 1), 4.2))
+    width = 0.8 / len(tasks)
+    for j, t in enumerate(tasks):
+        xs = [i + (j - (len(tasks) - 1) / 2) * width for i in range(n_rows)]
+        vals = [0.0 if _missing(v) else v for v in df[f"{t}.peak_mem_gb"]]
+        hatch = ["//" if k == "cpu_peak_rss" else "" for k in df[f"{t}.peak_mem_kind"]]
+        bars = ax.bar(xs, vals, width=width, label=t, color=plt.get_cmap("tab10")(j))
+        for bar, h, v in zip(bars, hatch, df[f"{t}.peak_mem_gb"], strict=True):
+            bar.set_hatch(h)
+            if _missing(v):
+                bar.set_visible(False)
+    ticks = ["\n".join(textwrap.wrap(str(label), TICK_WIDTH)) for label in df["label"]]
+    ax.set_xticks(range(n_rows), ticks, fontsize=7)
     ax.set_ylabel("peak memory (GB)")
-    ax.set_title("peak memory (blue: GPU allocated, orange: CPU RSS)")
-    ax.tick_params(axis="x", rotation=45, labelsize=7)
+    ax.set_title("peak memory per task (hatched: CPU RSS of the process, plain: GPU allocated)")
+    ax.legend(fontsize=7, frameon=False)
     return _save(fig, out, "peak_memory")
 
 
 def find_selection_images(lb: Leaderboard) -> dict[str, list[Path]]:
     """``selection_*.png`` next to each run's results file or in its cell folder, per row label."""
-    found: dict[str, list[Path]] = {}
+    found: dict[str, set[Path]] = {}
     for run in lb.runs:
         folders = {run.results_path.parent, run.results_path.parent.parent}
-        imgs = sorted({p for f in folders for p in f.glob("selection_*.png")})
+        imgs = {p for f in folders for p in f.glob("selection_*.png")}
         if imgs:
-            found.setdefault(run.name, [])
-            found[run.name] = sorted(set(found[run.name]) | set(imgs))
-    return found
+            found.setdefault(lb.labels.get(run.key, run.name), set()).update(imgs)
+    return {name: sorted(paths) for name, paths in found.items()}
 
 
-def _gallery(lb: Leaderboard, out: Path) -> list[Path]:
+def _panel_title(row: str, image: Path) -> str:
+    """Row label and image name, wrapped to the panel width so neighbouring titles never touch."""
+    stem = image.stem.removeprefix("selection_")
+    variant = row.split("[", 1)[0].split("@", 1)[0].split(" ", 1)[0]
+    stem = stem.removeprefix(f"{variant}_")
+    lines = textwrap.wrap(row, TITLE_WIDTH) + textwrap.wrap(stem, TITLE_WIDTH)
+    return "\n".join(lines)
+
+
+def gallery_plot(lb: Leaderboard, out: Path) -> list[Path]:
     images = find_selection_images(lb)
     if not images:
         return []
     rows = len(images)
-    fig, axes = plt.subplots(rows, GALLERY_PER_ROW, figsize=(3 * GALLERY_PER_ROW, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, GALLERY_PER_ROW, figsize=(3 * GALLERY_PER_ROW, 3.6 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, (name, paths) in enumerate(sorted(images.items())):
         for j, p in enumerate(paths[:GALLERY_PER_ROW]):
             axes[i][j].imshow(plt.imread(p))
-            axes[i][j].set_title(f"{name}\n{p.stem}", fontsize=7)
+            axes[i][j].set_title(_panel_title(name, p), fontsize=7)
     return _save(fig, out, "selection_gallery")
 
 
@@ -105,15 +150,18 @@ def write_plots(lb: Leaderboard, out: Path) -> tuple[list[Path], list[str]]:
     files: list[Path] = []
     notes: list[str] = []
     for task in lb.tasks:
-        files += _scatter(lb, task, "latency_p50_ms", "latency p50 (ms)", f"accuracy_vs_latency_{task}", out)
-        files += _scatter(
-            lb, task, "visual_tokens", "visual tokens (mean)", f"accuracy_vs_tokens_{task}", out
+        files += scatter_plot(
+            lb, task, f"{task}.latency_p50_ms", f"{task} latency p50 (ms)", f"accuracy_vs_latency_{task}", out
         )
-    mem = _memory(lb, out)
+        files += scatter_plot(
+            lb, task, f"{task}.visual_tokens", f"{task} visual tokens (mean)", f"accuracy_vs_tokens_{task}", out,
+            group_by="variant",
+        )
+    mem = memory_plot(lb, out)
     if not mem:
         notes.append("no peak-memory numbers; memory plot skipped")
     files += mem
-    gallery = _gallery(lb, out)
+    gallery = gallery_plot(lb, out)
     if not gallery:
         notes.append("no selection_*.png overlays in the run folders; selection gallery skipped")
     files += gallery

@@ -25,14 +25,10 @@ RESULTS_SUFFIX = "_results.json"
 # model_args keys that say where/how a run executed rather than what was evaluated; they do not split rows.
 INFRA_ARGS = frozenset(
     {
-        "pretrained",
         "lora",
         "device",
         "device_map",
-        "dtype",
-        "torch_dtype",
         "batch_size",
-        "attn_implementation",
         "trust_remote_code",
         "variant",
         "journal",
@@ -40,6 +36,11 @@ INFRA_ARGS = frozenset(
         "allow_failures",
     }
 )
+# What the numbers were computed *with*: the base checkpoint, the weights' dtype, the KV-cache storage and the
+# attention kernel. Runs that differ here are separate rows (never "newest wins"); values come from the
+# samples' run_meta (resolved, e.g. the dtype actually used) and fall back to model_args.
+BASE_ARGS = ("pretrained", "dtype", "kv_dtype", "attn_implementation")
+CELL_FILE = "cell.json"  # written by shirg-sweep into each cell folder: {cell, controls, ...}
 
 # Display order of known variants; others follow alphabetically.
 VARIANT_ORDER = ("lavida", "lavida_384", "lavida_672", "shirg_original", "shirg_fixed", "pool_k", "random_k")
@@ -86,6 +87,9 @@ def parse_model_args(model_args: Any) -> dict[str, str]:
     return out
 
 
+Key = tuple[str, "str | None", str, str]  # (variant, lora, settings, base)
+
+
 @dataclass
 class TaskRun:
     """One task of one lmms-eval invocation."""
@@ -101,10 +105,13 @@ class TaskRun:
     samples: list[dict[str, Any]] | None = None
     samples_path: Path | None = None
     run_meta: dict[str, Any] = field(default_factory=dict)
+    base: str = ""  # canonical BASE_ARGS ("pretrained=...,dtype=float32,kv_dtype=auto"); "" when unknown
+    cell: str | None = None  # the shirg-sweep cell that produced the run (from cell.json)
+    controls: str | None = None  # the cell this run is a same-budget control of (from cell.json)
 
     @property
-    def key(self) -> tuple[str, str | None, str]:
-        return (self.variant, self.lora, self.settings)
+    def key(self) -> Key:
+        return (self.variant, self.lora, self.settings, self.base)
 
     @property
     def name(self) -> str:
@@ -144,13 +151,16 @@ def doc_uid(row: dict[str, Any]) -> str:
     return str(uid if uid is not None else row.get("doc_id"))
 
 
-def row_label(key: tuple[str, str | None, str]) -> str:
-    variant, lora, settings = key
+def row_label(key: Key, with_base: bool = False) -> str:
+    """``variant[settings]@lora``; ``{base}`` appended on request (when rows differ only by their base)."""
+    variant, lora, settings, base = key
     label = variant
     if settings:
         label += f"[{settings}]"
     if lora:
         label += f"@{lora}"
+    if with_base and base:
+        label += f" {{{base}}}"
     return label
 
 
@@ -188,7 +198,7 @@ def _first_meta(samples: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {}
 
 
-def _identity(results: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str | None, str]:
+def _identity(results: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str | None, str, str]:
     config = results.get("config") or {}
     args = parse_model_args(config.get("model_args"))
     variant = meta.get("variant") or args.get("variant") or config.get("model") or "unknown"
@@ -197,14 +207,33 @@ def _identity(results: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str |
         lora = lora.get("path")
     if lora in ("", "none", "None", "null"):
         lora = None
-    settings = ",".join(f"{k}={v}" for k, v in sorted(args.items()) if k not in INFRA_ARGS)
-    return str(variant), (str(lora) if lora else None), settings
+    settings = ",".join(
+        f"{k}={v}" for k, v in sorted(args.items()) if k not in INFRA_ARGS and k not in BASE_ARGS
+    )
+    base_values = {k: meta.get(k) if meta.get(k) not in (None, "") else args.get(k) for k in BASE_ARGS}
+    base = ",".join(f"{k}={v}" for k, v in base_values.items() if v not in (None, ""))
+    return str(variant), (str(lora) if lora else None), settings, base
+
+
+def _cell_info(results_path: Path) -> dict[str, Any]:
+    """The shirg-sweep ``cell.json`` of the cell folder holding ``results_path`` (lmms-eval writes results one or
+    two levels below ``--output_path``); {} when there is none."""
+    for folder in (results_path.parent, results_path.parent.parent):
+        f = folder / CELL_FILE
+        if f.is_file():
+            try:
+                info = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return {}
+            return info if isinstance(info, dict) else {}
+    return {}
 
 
 def load_results_file(path: Path) -> list[TaskRun]:
     """All tasks of one results.json, with their samples when logged."""
     results = json.loads(path.read_text(encoding="utf-8"))
     stamp = path.name[: -len(RESULTS_SUFFIX)]
+    cell = _cell_info(path)
     runs = []
     for task, agg in (results.get("results") or {}).items():
         metrics = {}
@@ -212,12 +241,15 @@ def load_results_file(path: Path) -> list[TaskRun]:
             metrics[k[: -len(",none")] if k.endswith(",none") else k] = v
         sp = path.with_name(f"{stamp}_samples_{task}.jsonl")
         samples = _read_jsonl(sp) if sp.exists() else None
-        variant, lora, settings = _identity(results, _first_meta(samples))
+        variant, lora, settings, base = _identity(results, _first_meta(samples))
         runs.append(
             TaskRun(
                 variant=variant,
                 lora=lora,
                 settings=settings,
+                base=base,
+                cell=cell.get("cell"),
+                controls=cell.get("controls"),
                 task=task,
                 results_path=path,
                 stamp=stamp,
@@ -232,7 +264,11 @@ def load_results_file(path: Path) -> list[TaskRun]:
 
 
 def load_task_runs(paths: Iterable[str | Path], log: TextIO | None = None) -> list[TaskRun]:
-    """Load every run under ``paths``; for a repeated (variant, lora, settings, task) keep the newest."""
+    """Load every run under ``paths``; for a repeated (variant, lora, settings, base, task) keep the newest.
+
+    Runs with another base checkpoint, dtype, KV dtype or attention kernel have another key: they are never
+    collapsed, they become separate rows.
+    """
     log = log if log is not None else sys.stderr
     newest: dict[tuple[Any, ...], TaskRun] = {}
     for path in find_results_files(paths):
@@ -250,71 +286,14 @@ def load_task_runs(paths: Iterable[str | Path], log: TextIO | None = None) -> li
             keep, drop = sorted((old, run), key=lambda r: (r.stamp, r.results_path.stat().st_mtime))[::-1]
             newest[k] = keep
             print(
-                f"shirg-leaderboard: {run.name} / {run.task} appears twice; using the newest "
+                f"shirg-leaderboard: {row_label(run.key, with_base=True)} / {run.task} appears twice; using the newest "
                 f"{keep.results_path} and ignoring {drop.results_path}",
                 file=log,
             )
     return list(newest.values())
 
 
-def sort_key(key: tuple[str, str | None, str]) -> tuple[Any, ...]:
-    variant, lora, settings = key
+def sort_key(key: Key) -> tuple[Any, ...]:
+    variant, lora, settings, base = key
     rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
-    return (rank, variant, lora or "", settings)
-
-
-# ---- efficiency ---------------------------------------------------------------------------------
-
-
-def _eff(row: dict[str, Any], name: str) -> Any:
-    """An efficiency field: top-level in the sample row, or nested under ``efficiency``."""
-    if name in row:
-        return row[name]
-    nested = row.get("efficiency")
-    return nested.get(name) if isinstance(nested, dict) else None
-
-
-def latencies(runs: Iterable[TaskRun]) -> list[float]:
-    """Per-sample latencies (ms) pooled over runs, warm-up samples excluded unless every sample is warm-up."""
-    timed = [
-        (scalar(_eff(r, "latency_ms")), bool(_eff(r, "warmup"))) for run in runs for r in run.samples or []
-    ]
-    timed = [(v, w) for v, w in timed if not math.isnan(v)]
-    steady = [v for v, w in timed if not w]
-    return steady if steady else [v for v, _ in timed]
-
-
-def latency_p50(runs: list[TaskRun]) -> float:
-    """Median latency from samples; without samples, the mean of the tasks' aggregated ``latency_ms_p50``."""
-    lat = latencies(runs)
-    if lat:
-        return float(np.median(lat))
-    aggs = [run.aggregate("latency_ms_p50") for run in runs]
-    aggs = [a for a in aggs if not math.isnan(a)]
-    return float(np.mean(aggs)) if aggs else math.nan
-
-
-def peak_memory(runs: list[TaskRun]) -> tuple[float, str | None]:
-    """Largest peak memory (GB) over the runs and its kind (``cuda_max_allocated`` / ``cpu_peak_rss``)."""
-    best, kind = math.nan, None
-    for run in runs:
-        cands = [(scalar(_eff(r, "peak_mem_gb")), _eff(r, "peak_mem_kind")) for r in run.samples or []]
-        if not cands:
-            for name in ("peak_mem_gb_max", "peak_mem_gb"):
-                if not math.isnan(run.aggregate(name)):
-                    cands = [(run.aggregate(name), run.metrics.get("peak_mem_kind"))]
-                    break
-        for val, k in cands:
-            if not math.isnan(val) and (math.isnan(best) or val > best):
-                best, kind = val, (str(k) if k else kind)
-    return best, kind
-
-
-def visual_tokens(runs: list[TaskRun]) -> float:
-    vals = [scalar(_eff(r, "visual_tokens")) for run in runs for r in run.samples or []]
-    vals = [v for v in vals if not math.isnan(v)]
-    if vals:
-        return float(np.mean(vals))
-    aggs = [a for run in runs for a in (run.aggregate("visual_tokens"), run.aggregate("visual_tokens_mean"))]
-    aggs = [a for a in aggs if not math.isnan(a)]
-    return float(np.mean(aggs)) if aggs else math.nan
+    return (rank, variant, lora or "", settings, base)

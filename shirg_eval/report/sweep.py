@@ -10,8 +10,15 @@ Sweep YAML::
     defaults: {model_args: {...}}      # merged under every cell's model_args
     cells:
       - {name: shirg_fixed, model: shirg_fixed, model_args: {k: 768}, lora: null}
+      - {name: pool_k, model: pool_k, model_args: {k: 912}, controls: shirg_fixed}
     grid:                              # optional shorthand: one cell per combination of the list values
       - {name: "shirg_fixed_k{k}", model: shirg_fixed, model_args: {coverage: true}, k: [512, 768, 1024]}
+
+``controls: CELL`` declares the cell a control of another cell of the same sweep: it must feed the LM the same
+number of visual tokens (tests/test_sweep_budgets.py checks the shipped sweeps on a real image), and the
+leaderboard lists each control beside its reference with the token ratio and a "matched" mark only when the
+two rows' mean token counts are equal. Every cell folder gets a ``cell.json`` ({cell, model, model_args,
+lora, controls, sweep}) that the leaderboard reads.
 
 A cell is complete when its folder holds a ``.complete`` marker (written after a successful run) and a
 results.json covering all its tasks; complete cells are skipped, so an interrupted sweep resumes where it
@@ -36,10 +43,10 @@ from typing import Any
 
 import yaml
 
-from shirg_eval.report.results import find_results_files
+from shirg_eval.report.results import CELL_FILE, find_results_files
 
 MARKER = ".complete"
-CELL_KEYS = {"name", "model", "model_args", "lora", "tasks", "limit", "extra_args"}
+CELL_KEYS = {"name", "model", "model_args", "lora", "tasks", "limit", "extra_args", "controls"}
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Cell:
     limit: int | None = None
     lora: str | None = None
     extra_args: list[str] = field(default_factory=list)
+    controls: str | None = None  # name of the cell this one is a same-budget control of
 
 
 @dataclass
@@ -115,8 +123,15 @@ def load_sweep(path: str | Path, overrides: dict[str, str] | None = None) -> Swe
                 limit=c.get("limit", spec.get("limit")),
                 lora=c.get("lora"),
                 extra_args=[str(a) for a in c.get("extra_args") or []],
+                controls=None if c.get("controls") is None else str(c["controls"]),
             )
         )
+    for cell in cells:
+        if cell.controls is not None and (cell.controls == cell.name or cell.controls not in seen):
+            raise ValueError(
+                f"{path}: cell {cell.name!r} controls {cell.controls!r}, which is not another cell of this sweep; "
+                f"cells: {', '.join(c.name for c in cells)}"
+            )
     return Sweep(
         tasks=tasks,
         output_root=Path(spec.get("output_root") or f"runs/{Path(path).stem}"),
@@ -145,13 +160,23 @@ def cell_command(cell: Cell, out_dir: Path, base_cmd: Sequence[str]) -> list[str
     return cmd + cell.extra_args
 
 
+def write_cell_file(cell: Cell, out_dir: Path, sweep_name: str) -> None:
+    """``cell.json``: what the cell is and which cell it controls (read by the leaderboard)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"cell": cell.name, "model": cell.model, "model_args": cell.model_args, "lora": cell.lora,
+            "controls": cell.controls, "sweep": sweep_name}
+    (out_dir / CELL_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+
+
 def is_complete(cell: Cell, out_dir: Path) -> bool:
     return (out_dir / MARKER).exists() and set(cell.tasks) <= _covered(out_dir)
 
 
 def _set_aside(out_dir: Path) -> None:
     """Move a previous incomplete attempt into ``.previous/`` (hidden folders are ignored by the leaderboard)."""
-    leftovers = [p for p in out_dir.iterdir() if not p.name.startswith(".")] if out_dir.exists() else []
+    leftovers = (
+        [p for p in out_dir.iterdir() if not p.name.startswith(".") and p.name != CELL_FILE] if out_dir.exists() else []
+    )
     if not leftovers:
         return
     dest = out_dir / ".previous" / time.strftime("%Y%m%d_%H%M%S")
@@ -192,10 +217,11 @@ class Runner:
                 if _marker_command(out_dir) in (None, cmd)
                 else " (ran with a different command; delete its .complete to rerun)"
             )
+            write_cell_file(cell, out_dir, self.sweep.name)  # metadata only: refreshes `controls`
             self.say(f"{head} ... complete, skipped{note}")
             return
         _set_aside(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        write_cell_file(cell, out_dir, self.sweep.name)
         env = {**os.environ, **(env_extra or {})}
         gpu = f" (CUDA_VISIBLE_DEVICES={env_extra['CUDA_VISIBLE_DEVICES']})" if env_extra else ""
         self.say(f"{head}{gpu} ... running: {shlex.join(cmd)}")
@@ -331,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         for k, c in indexed:
             state = " (complete, would skip)" if is_complete(c, sweep.output_root / c.name) else ""
+            state += f" (controls {c.controls})" if c.controls else ""
             print(
                 f"[{k + 1}/{total}] {c.name}{state}: {shlex.join(cell_command(c, sweep.output_root / c.name, base_cmd))}"
             )

@@ -34,7 +34,7 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("lavida_672", "one 672 px view, all 2304 tokens (upper bound)", 672, "full"),
         VariantSpec("shirg_fixed", "672 px, K=768 with 4x4 coverage + 144-token scaffold", 672, "shirg_fixed",
                     {"k": 768}),
-        VariantSpec("shirg_original", "672 px, adaptive K {512,768,1024}, merging, centre prior, scaffold", 672,
+        VariantSpec("shirg_original", "672 px, adaptive K {512,768,1024}, one-hop merge before selection, centre prior, scaffold", 672,
                     "shirg_original"),
         VariantSpec("pool_k", "672 px, equal-count average pooling to K tokens", 672, "pool_k", {"k": 768}),
         VariantSpec("random_k", "672 px, seeded random K with 4x4 coverage", 672, "random_k", {"k": 768}),

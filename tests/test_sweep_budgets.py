@@ -1,0 +1,67 @@
+"""Matched budgets: every `controls:` cell of the shipped sweeps feeds the LM exactly as many visual tokens as the
+cell it controls, measured on a real rendered chart with the tiny checkpoint (the count does not depend on the
+weights, only on the variant, its selector parameters and the image grid)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shirg_eval.data.synthetic import make_chartqa
+from shirg_eval.harness.model_args import parse_model_args
+from shirg_eval.report import sweep as sw
+from shirg_eval.selection.presets import VisualPath
+
+SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+# At least this many control pairs per shipped sweep, so the check below can never pass vacuously.
+MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1}
+
+
+def _visual_tokens(model, cell: sw.Cell, image) -> int:
+    args = parse_model_args(cell.model, dict(cell.model_args))
+    extra = {"selector": args.selector} if args.selector else {}
+    if args.resolution:
+        extra["resolution"] = args.resolution
+    return VisualPath(model, cell.model, **args.selector_params(), **extra)(image).n_tokens
+
+
+@pytest.fixture(scope="module")
+def chart() -> Image.Image:
+    return Image.open(io.BytesIO(make_chartqa(1)[0]["image"])).convert("RGB")
+
+
+def test_every_shipped_sweep_declares_its_controls() -> None:
+    assert sorted(p.name for p in SWEEPS.glob("*.yaml")) == sorted(MIN_PAIRS)
+    for name, minimum in MIN_PAIRS.items():
+        cells = sw.load_sweep(SWEEPS / name).cells
+        assert sum(c.controls is not None for c in cells) >= minimum, name
+
+
+@pytest.mark.parametrize("sweep_file", sorted(MIN_PAIRS))
+def test_controls_match_their_reference_token_count(sweep_file: str, tiny_model, chart) -> None:
+    cells = {c.name: c for c in sw.load_sweep(SWEEPS / sweep_file).cells}
+    counts: dict[str, int] = {}
+    for cell in cells.values():
+        if cell.controls is None:
+            continue
+        for name in (cell.name, cell.controls):
+            if name not in counts:
+                counts[name] = _visual_tokens(tiny_model, cells[name], chart)
+        assert counts[cell.name] == counts[cell.controls], (
+            f"{sweep_file}: {cell.name} feeds {counts[cell.name]} visual tokens, "
+            f"its reference {cell.controls} {counts[cell.controls]}"
+        )
+    if sweep_file != "ablations.yaml":  # the budgets the roadmap's comparisons are about
+        assert counts["shirg_fixed"] == counts["pool_k"] == counts["random_k"] == 768 + 144
+        assert counts["shirg_fixed_768"] == counts["pool_k_768"] == counts["random_k_768"] == 768
+
+
+def test_unknown_or_self_control_is_refused(tmp_path: Path) -> None:
+    for target in ("nope", "a"):
+        cfg = tmp_path / f"{target}.yaml"
+        cfg.write_text(f"tasks: [chartqa_200]\ncells:\n  - {{name: a, model: pool_k, controls: {target}}}\n")
+        with pytest.raises(ValueError, match=f"cell 'a' controls '{target}', which is not another cell"):
+            sw.load_sweep(cfg)
