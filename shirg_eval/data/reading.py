@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,13 +189,42 @@ def _doc(rng: random.Random, text_px: int) -> ReadingItem:
     return ReadingItem("doc", img, question, answer, cue, numbers, regions, questions)
 
 
-_RENDERERS = {"chart": _chart, "doc": _doc}
+def _page(rng: random.Random, text_px: int) -> ReadingItem:
+    """A training page densely printed with digits and words, some on cue colours: the most characters to read
+    per pixel, for the tower's dense reading objective (no question of its own)."""
+    size = rng.randint(420, 640)
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    regions: list[tuple[str, tuple[int, int, int, int]]] = []
+    for colour in rng.sample(COLOUR_NAMES, rng.randint(1, 4)):
+        w, h = rng.randint(60, 200), rng.randint(30, 120)
+        x0, y0 = rng.randint(0, size - w), rng.randint(0, size - h)
+        regions.append((colour, (x0, y0, x0 + w, y0 + h)))
+        draw.rectangle(regions[-1][1], fill=COLOURS[colour])
+    numbers: list[Printed] = []
+    y = rng.randint(4, 20)
+    while y < size - 16:
+        font = _font(text_px + rng.randint(-2, 3))
+        x = rng.randint(4, 30)
+        while x < size - 30:
+            roll = rng.random()
+            token = str(rng.randint(0, 9)) if roll < 0.45 else str(rng.randint(10, 999)) if roll < 0.8 \
+                else rng.choice(_WORDS)
+            printed = _put(draw, (x, y), token, font, fill=(0, 0, 0) if rng.random() < 0.8 else (60, 60, 60))
+            if token.isdigit():
+                numbers.append(printed)
+            x = printed.box[2] + rng.randint(6, 40)
+        y += rng.randint(18, 40)
+    return ReadingItem("page", img, "", "", "", numbers, regions, [])
+
+
+_RENDERERS = {"chart": _chart, "doc": _doc, "page": _page}
 
 
 def make_item(kind: str, index: int, seed: int = 0, split: str = "test", text_px: int = 12) -> ReadingItem:
     """Item ``index`` of a split; the same arguments always give the same image, question and answer."""
     if kind not in _RENDERERS:
-        raise ValueError(f"unknown reading set {kind!r}; expected one of {KINDS}")
+        raise ValueError(f"unknown reading set {kind!r}; expected one of {KINDS} (or 'page', training only)")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     rng = random.Random(f"reading:{seed}:{kind}:{split}:{index}")
@@ -246,3 +277,28 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
     path = out / f"reading_{split}.json"
     path.write_text(json.dumps(entries, indent=1))
     return path
+
+
+DEFAULT_TEST_DOCS = 400
+
+
+def cache_dir() -> Path:
+    """Where rendered sets are kept: ``$SHIRG_CACHE`` or ``~/.cache/shirg_eval``."""
+    return Path(os.environ.get("SHIRG_CACHE") or Path.home() / ".cache" / "shirg_eval").expanduser()
+
+
+def cached_reading_set(kind: str, n: int = DEFAULT_TEST_DOCS, seed: int = 0, split: str = "test",
+                       text_px: int = 12) -> Path:
+    """The default evaluation set of ``kind``, rendered once into :func:`cache_dir` (atomically, so parallel
+    ranks and interrupted renders never leave a partial file); returns the file for the task."""
+    folder = cache_dir() / "reading" / f"{kind}-{split}-n{n}-seed{seed}-px{text_px}"
+    done = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if done:
+        return done[0]
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    path = write_reading_set(kind, tmp, n, seed, split, text_px)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first: use its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder / path.name

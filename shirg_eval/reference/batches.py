@@ -23,6 +23,14 @@ def train_item(seed: int, index: int) -> ReadingItem:
     return make_item(KINDS[index % len(KINDS)], index, seed=seed, split="train")
 
 
+def dense_item(seed: int, index: int) -> ReadingItem:
+    """Image ``index`` for the tower's reading objective: every other one a densely printed page (the most
+    digits per view), the rest the sets' own charts and documents (their layouts, colours and sizes)."""
+    if index % 2 == 0:
+        return make_item("page", index, seed=seed, split="train")
+    return train_item(seed, index // 2)
+
+
 @dataclass
 class DenseBatch:
     step: int
@@ -78,7 +86,7 @@ class DenseBatches(_StepShards):
         rng = random.Random(f"{self.seed}:dense:{step}")
         grid = rng.choice(self.grids)
         n_items = max(1, self.batch // self.views_per_item)
-        items = [train_item(self.seed, step * n_items + i) for i in range(n_items)]
+        items = [dense_item(self.seed, step * n_items + i) for i in range(n_items)]
         views = [sample_view(items[i % n_items], rng, grid, self.scale(step, rng)) for i in range(self.batch)]
         return DenseBatch(step, torch.stack([v.pixels for v in views]), torch.stack([v.digits for v in views]),
                           torch.stack([v.colours for v in views]))
