@@ -210,7 +210,7 @@ class Run:
                          for seq in sample_sequences(model, self.tokenizer, path, sample, generator)]
             loss, info = masked_diffusion_loss(model, sequences, model.config.mask_token_id, generator=generator)
             self._update(loss, params, optimizer, scheduler, "qa", batch.step)
-            self._log_step(bar, "qa", batch.step, {"loss": float(loss), **info}, optimizer)
+            self._log_step(bar, "qa", batch.step, {"loss": loss.item(), **info}, optimizer)
             step = batch.step + 1
             done = step == r.qa_steps or clock.over()
             if step % r.checkpoint_every == 0 or done or self.out_of_time():

@@ -1,0 +1,89 @@
+"""The hard reading sets: deterministic, disjoint splits, hub schemas, and annotations that match the pixels."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from shirg_eval.data import reading
+from shirg_eval.data.synthetic import records_digest
+from shirg_eval.reference.dense import BACKGROUND, IGNORE, patch_labels, sample_view
+
+
+@pytest.mark.parametrize("kind", reading.KINDS)
+def test_items_are_deterministic_and_splits_disjoint(kind: str) -> None:
+    a = reading.make_item(kind, 3, split="test")
+    b = reading.make_item(kind, 3, split="test")
+    assert a.png() == b.png() and (a.question, a.answer) == (b.question, b.answer)
+    digests = {s: {records_digest([reading.to_record(reading.make_item(kind, i, split=s), i)]) for i in range(6)}
+               for s in reading.SPLITS}
+    assert all(len(d) == 6 for d in digests.values())
+    assert not (digests["train"] & digests["test"]) and not (digests["validation"] & digests["test"])
+    assert reading.make_item(kind, 3, seed=1, split="test").png() != a.png()
+
+
+@pytest.mark.parametrize("kind", reading.KINDS)
+def test_question_names_a_region_holding_the_answer(kind: str) -> None:
+    for i in range(5):
+        item = reading.make_item(kind, i)
+        assert min(item.image.size) >= 672
+        assert item.cue in item.question and item.answer.isdigit() and len(item.answer) == 1
+        (box,) = [b for colour, b in item.regions if colour == item.cue]
+        (printed,) = [p for p in item.numbers if p.cue == item.cue]
+        assert printed.text == item.answer
+        x0, y0, x1, y1 = printed.box
+        assert box[0] <= x0 and x1 <= box[2] and box[1] <= y0 and y1 <= box[3]
+        # the printed glyph really is there: dark ink inside its box, the cue colour around it
+        pixels = np.asarray(item.image.crop(printed.box).convert("L"))
+        assert pixels.min() < 80
+        assert item.image.getpixel((box[0] + 2, box[3] - 2)) == reading.COLOURS[item.cue]
+
+
+def test_character_cells_tile_the_string() -> None:
+    item = reading.make_item("doc", 0)
+    for printed in item.numbers:
+        assert "".join(ch for ch, _ in printed.chars) == printed.text
+        lefts = [box[0] for _, box in printed.chars]
+        assert lefts == sorted(lefts) and printed.chars[-1][1][2] == pytest.approx(printed.box[2], abs=1)
+
+
+def test_records_use_the_hub_schemas() -> None:
+    chart = reading.make_records("chart", 3)
+    doc = reading.make_records("doc", 3)
+    assert set(chart[0]) == {"type", "question", "answer", "image"}
+    assert [r["type"] for r in chart] == ["human_test", "augmented_test", "human_test"]
+    assert set(doc[0]) >= {"questionId", "question", "answers", "image", "docId", "question_types"}
+    assert doc[1]["answers"] == [reading.make_item("doc", 1).answer]
+
+
+def test_patch_labels_follow_the_digits() -> None:
+    item = reading.make_item("doc", 2)
+    printed = next(p for p in item.numbers if p.cue)
+    char, (x0, y0, x1, y1) = printed.chars[0]
+    # a 4x4-patch window (56 px at scale 1) with the digit's cell inside one patch
+    window = (x0 - 14 - 1, y0 - 14 - 1, x0 - 14 - 1 + 56, y0 - 14 - 1 + 56)
+    digits, colours = patch_labels(item, window, 4)
+    grid = digits.reshape(4, 4)
+    assert grid[1, 1] == int(char)
+    assert set(np.unique(grid)) <= {BACKGROUND, IGNORE, *range(10)}
+    assert colours.reshape(4, 4)[1, 1] == reading.COLOUR_NAMES.index(printed.cue) + 1
+
+
+def test_sample_view_shapes_and_determinism() -> None:
+    item = reading.make_item("page", 0, split="train")
+    a = sample_view(item, random.Random(0), 12, 0.8)
+    b = sample_view(item, random.Random(0), 12, 0.8)
+    assert a.pixels.shape == (3, 168, 168) and a.digits.shape == (144,)
+    assert bool((a.pixels == b.pixels).all()) and bool((a.digits == b.digits).all())
+    assert float(a.pixels.min()) >= -1.0 and float(a.pixels.max()) <= 1.0
+
+
+def test_cached_reading_set_renders_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIRG_CACHE", str(tmp_path))
+    path = reading.cached_reading_set("doc", n=3)
+    assert path.name == "validation.parquet" and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    assert reading.cached_reading_set("doc", n=3) == path and path.stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob("reading/*.tmp-*"))
