@@ -49,13 +49,15 @@ def cpu_peak_rss_gb() -> float:
 class ShirgPipeline:
     def __init__(self, pretrained: str = DEFAULT_PRETRAINED, variant: str = "shirg_fixed", *, lora: str | None = None,
                  device: str | None = None, dtype: str | torch.dtype | None = None, seed: int = 0,
-                 model: LavidaModel | None = None, tokenizer=None, **variant_params: Any):
+                 model: LavidaModel | None = None, tokenizer=None, allow_base_mismatch: bool = False,
+                 **variant_params: Any):
         self.model = model if model is not None else LavidaModel.from_pretrained(pretrained, device=device, dtype=dtype)
         self.lora_info: dict[str, Any] | None = None
         if lora:
             from .training.adapters import load_adapter
 
-            self.model, self.lora_info = load_adapter(self.model, lora, variant=variant)
+            self.model, self.lora_info = load_adapter(self.model, lora, variant=variant,
+                                                      allow_base_mismatch=allow_base_mismatch)
         path = getattr(self.model, "checkpoint_path", pretrained)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
         self.pretrained = str(pretrained)
