@@ -377,6 +377,30 @@ def test_resume_onto_other_base_weights_is_refused(trained, tmp_path):
     assert resumed["base_mismatch"]["base_weights_sha256"]["adapter"] == weights_sha256(trained["cfg"].pretrained)
 
 
+class _OpensAFileWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_never_unpickles_deepspeed_files(trained, tmp_path):
+    """DeepSpeed reads its files with weights_only=False; a shared checkpoint whose ds/ file carries code is
+    refused on --resume before anything in it runs."""
+    from shirg_eval.training.trainer import train
+
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"], out)
+    marker = tmp_path / "code-ran"
+    torch.save({"module": _OpensAFileWhenUnpickled(marker)}, out / "checkpoint-24" / "ds" / "mp_rank_00_model_states.pt")
+    cfg = TrainConfig(**{**trained["cfg"].__dict__, "output_dir": str(out), "resume": "auto", "max_steps": 25})
+    with pytest.raises(RuntimeError, match=r"mp_rank_00_model_states.pt holds objects outside the weights-only "
+                                           r"allow-list \(global io.open\)"):
+        train(cfg)
+    assert not marker.exists()
+
+
 def test_trainer_errors_name_the_trainer_flag(tmp_path):
     from shirg_eval.training.trainer import train
 

@@ -13,17 +13,21 @@ Everything is written into ``checkpoint-STEP.tmp`` first; once every rank is don
 ``checkpoint-STEP`` and then replaces ``latest`` (a text file with the directory name) via rename. A crash at
 any point leaves the previous ``latest`` and its directory untouched; stray ``.tmp`` dirs are ignored.
 
-Nothing this module reads goes through pickle: RNG states are tensors in safetensors with the Python/NumPy
-scalars as JSON in its metadata. (``ds/`` is DeepSpeed's own format, read by DeepSpeed on ``--resume``.)
+Nothing here is unpickled: RNG states are tensors in safetensors with the Python/NumPy scalars as JSON in its
+metadata, and DeepSpeed's own files under ``ds/`` (``torch.save`` pickles, which DeepSpeed reads with
+``weights_only=False``) are read on resume through ``torch.load(weights_only=True)`` with an allow-list of the
+plain DeepSpeed classes they hold. A checkpoint folder is something users share.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +178,47 @@ def save_checkpoint(engine, peft_model, out_dir: str | Path, step: int, trainer_
     return final
 
 
+def _deepspeed_allowed_globals() -> list[Any]:
+    """The non-tensor objects in DeepSpeed's optimizer files (ZeRO 0-3, fp32/bf16): plain data, no code."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextmanager
+def weights_only_deepspeed_loads(engine):
+    """Route this engine's checkpoint reads through ``torch.load(weights_only=True)`` (DeepSpeed's own engine
+    passes ``weights_only=False``, i.e. full pickle); anything outside the allow-list is refused, not run."""
+    ckpt_engine = engine.checkpoint_engine
+    allowed = _deepspeed_allowed_globals()
+
+    def load(path, map_location=None):
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            found = re.search(r"GLOBAL (\S+)", str(err))
+            what = f"global {found.group(1)}" if found else str(err).splitlines()[0][:200]
+            raise RuntimeError(
+                f"resume: {path} holds objects outside the weights-only allow-list ({what}); it was not loaded, "
+                "since unpickling a shared file can run code. Resume from a checkpoint this trainer wrote") from None
+
+    ckpt_engine.load = load  # instance attribute: shadows the class's pickle-based load for this engine only
+    try:
+        yield
+    finally:
+        del ckpt_engine.load
+
+
 def load_checkpoint(engine, ckpt: Path, rank: int) -> dict[str, Any]:
     """Restore DeepSpeed (LoRA weights, optimizer, scheduler) and this rank's RNG; return the trainer state."""
     if not is_complete(ckpt):
         raise FileNotFoundError(f"checkpoint {ckpt} is incomplete or missing")
-    path, _ = engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_module_strict=False, load_optimizer_states=True,
-                                     load_lr_scheduler_states=True)
+    with weights_only_deepspeed_loads(engine):
+        path, _ = engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_module_strict=False,
+                                         load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load the optimizer state from {ckpt / DS_TAG}")
     if (ckpt / rng_state_file(rank)).is_file():

@@ -88,9 +88,12 @@ class ConversationDataset(torch.utils.data.Dataset):
         if not isinstance(records, list):
             raise ValueError(f"{json_path}: expected a JSON list of conversation records")
         self.stats = SkipStats()
-        self.samples = parse_records(records, image_folder or json_path.parent, self.stats)
+        folder = Path(image_folder or json_path.parent)
+        self.samples = parse_records(records, folder, self.stats)
         if not self.samples:
-            raise ValueError(f"{json_path}: no usable records (skipped: {self.stats.as_dict()})")
+            raise ValueError(f"{json_path}: no usable records (malformed {self.stats.malformed}, missing_image "
+                             f"{self.stats.missing_image}); image paths are read relative to data.image_folder "
+                             f"({folder})")
 
     def __len__(self) -> int:
         return len(self.samples)
