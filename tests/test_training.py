@@ -297,6 +297,11 @@ def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
                            variant="lavida_384", allow_base_mismatch=True)
     assert info["base_mismatch"] == {"base_weights_sha256": {"adapter": weights_sha256(tiny_checkpoint),
                                                              "model": weights_sha256(twin)}}
+    from shirg_eval.pipeline import ShirgPipeline  # the harness's path: the override lands in run_meta
+
+    pipe = ShirgPipeline(str(twin), "lavida_384", lora=str(trained["out"]), allow_base_mismatch=True, device="cpu",
+                         dtype="float32")
+    assert pipe.describe()["lora"]["base_mismatch"] == info["base_mismatch"]
     broken = tmp_path / "broken"
     shutil.copytree(trained["out"] / "checkpoint-24", broken)
     (broken / "adapter_model.safetensors").unlink()
