@@ -50,7 +50,7 @@ class ShirgPipeline:
     def __init__(self, pretrained: str = DEFAULT_PRETRAINED, variant: str = "shirg_fixed", *, lora: str | None = None,
                  device: str | None = None, dtype: str | torch.dtype | None = None, seed: int = 0,
                  attn_implementation: str | None = None, model: LavidaModel | None = None, tokenizer=None,
-                 **variant_params: Any):
+                 allow_base_mismatch: bool = False, **variant_params: Any):
         if model is None:
             model = LavidaModel.from_pretrained(pretrained, device=device, dtype=dtype,
                                                 attn_implementation=attn_implementation)
@@ -59,7 +59,8 @@ class ShirgPipeline:
         if lora:
             from .training.adapters import load_adapter
 
-            self.model, self.lora_info = load_adapter(self.model, lora, variant=variant)
+            self.model, self.lora_info = load_adapter(self.model, lora, variant=variant,
+                                                      allow_base_mismatch=allow_base_mismatch)
         path = getattr(self.model, "checkpoint_path", pretrained)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
         self.pretrained = str(pretrained)

@@ -346,3 +346,26 @@ def test_attn_implementation_reaches_the_model(tiny_checkpoint):
     assert default.run_meta["attn_implementation"] == "sdpa"
     with pytest.raises(ValueError, match=r"--model shirg_fixed: .*attn_implementation=\"bogus\""):
         MODEL_CLASSES["shirg_fixed"](pretrained=str(tiny_checkpoint), device="cpu", attn_implementation="bogus")
+
+
+def test_mistyped_model_suggests_the_closest_variant(monkeypatch, capsys):
+    """One line with the closest registered SHIRG variant, not lmms-eval's list of every model; names come
+    from lmms-eval's registry, so a newly registered variant is suggested too."""
+    import copy
+
+    import lmms_eval.models
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    from shirg_eval.harness.cli import main
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    assert main(["--model", "shirg_fixd", "--tasks", "chartqa_200"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lmms_eval: error: unknown model 'shirg_fixd'. Did you mean 'shirg_fixed'?")
+    assert len(err.splitlines()) == 1 and len(err) < 400 and "aero" not in err
+    registry = copy.deepcopy(lmms_eval.models.MODEL_REGISTRY_V2)
+    registry.register_manifest(ModelManifest(model_id="shirg_sparse_topk",
+                                             simple_class_path="shirg_eval.harness.lmms_model.Shirg_sparse_topk"))
+    monkeypatch.setattr(lmms_eval.models, "MODEL_REGISTRY_V2", registry)
+    assert main(["--model", "shirg_sparse_topl", "--tasks", "chartqa_200"]) == 2
+    assert "Did you mean 'shirg_sparse_topk'?" in capsys.readouterr().err

@@ -18,3 +18,21 @@ def test_readme_python_api_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, str(README), "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) >= 2  # the decoded answer and the pipeline's answer (random text may hold newlines)
+
+
+def test_readme_trainer_section_lists_every_flag_and_the_tiny_base():
+    import yaml
+
+    from shirg_eval.training.config import TrainConfig
+
+    text = README.read_text()
+    section = text[text.index("## Train the LoRA"):]
+    section = section[: section.index("\n## ", 3)]
+    missing = [key for key in TrainConfig.valid_keys() if f"`{key}`" not in section]
+    assert not missing, f"README 'Train the LoRA' does not list: {missing}"
+    tiny = yaml.safe_load((README.parent / "configs" / "train" / "tiny_cpu.yaml").read_text())
+    # The commands the README gives make exactly what tiny_cpu.yaml reads.
+    assert f"shirg-make-tiny {tiny['pretrained']}" in section
+    synth = re.search(r"shirg-synth --out (\S+) --what lcs", section)
+    assert synth and tiny["data"]["json"].startswith(f"{synth.group(1)}/lcs/")
+    assert tiny["data"]["image_folder"] == f"{synth.group(1)}/lcs"

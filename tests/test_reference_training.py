@@ -33,7 +33,7 @@ def test_batches_do_not_depend_on_worker_count() -> None:
 
     alone, pooled = collect(0), collect(2)
     assert [s for s, _, _ in alone] == [s for s, _, _ in pooled] == [0, 1, 2, 3]
-    for (_, pa, da), (_, pb, db) in zip(alone, pooled):
+    for (_, pa, da), (_, pb, db) in zip(alone, pooled, strict=True):
         assert torch.equal(pa, pb) and torch.equal(da, db)
 
 

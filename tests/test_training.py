@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from shirg_eval.model.config import CheckpointNotFoundError
+from shirg_eval.model.digest import weights_sha256
 from shirg_eval.training.adapters import AdapterError, lora_param_count_from_dims
 from shirg_eval.training.config import (
     ConfigError,
@@ -73,6 +75,10 @@ def tiny_cfg(checkpoint: Path, data: Path, out: Path, **overrides) -> TrainConfi
 
 def metric_steps(out: Path) -> list[dict]:
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "step" in r]
+
+
+def start_records(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "start"]
 
 
 def prompt_embeds(model, tokenizer, image, variant: str = "lavida_384") -> torch.Tensor:
@@ -202,10 +208,15 @@ def test_loss_decreases_and_metrics(trained):
     assert last < 0.7 * first, (first, last)
     assert all(r["grad_norm"] is not None and r["tokens_per_s"] > 0 and r["lr"] > 0 for r in steps)
     assert trained["summary"]["final_step"] == 24
+    first = json.loads((trained["out"] / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["event"] == "start" and first["resumed_from"] is None and first["start_step"] == 0
+    assert len(first["config_sha256"]) == 64 and first["time"].endswith("+00:00")
+    assert first["base_weights_sha256"] == weights_sha256(trained["cfg"].pretrained)
 
 
 def test_skipped_records_reported(trained):
     assert trained["summary"]["skipped"] == {"malformed": 2, "missing_image": 1, "corrupt_image": 1}
+    assert trained["summary"]["records_read"] == trained["summary"]["records_indexed"] == 5
     end = json.loads((trained["out"] / "metrics.jsonl").read_text().splitlines()[-1])
     assert end["event"] == "end" and end["skipped"]["corrupt_image"] == 1
 
@@ -215,11 +226,12 @@ def test_checkpoint_layout(trained):
     assert (out / "latest").read_text().strip() == "checkpoint-24"
     ckpt = out / "checkpoint-24"
     for name in ("adapter_config.json", "adapter_model.safetensors", "shirg_adapter.json", "trainer_state.json",
-                 "rng_state_rank0.pt"):
+                 "rng_state_rank0.safetensors"):
         assert (ckpt / name).is_file(), name
-    assert not list(ckpt.glob("adapter_model.bin"))
+    assert not list(ckpt.glob("*.bin")) and not list(ckpt.glob("*.pt"))  # nothing of ours needs pickle to read
     meta = json.loads((ckpt / "shirg_adapter.json").read_text())
     assert meta["variant"] == "lavida_384" and meta["rank"] == 8 and "mm_projector" in meta["lora_targets"]
+    assert meta["base_weights_sha256"] == weights_sha256(trained["cfg"].pretrained) and meta["format"] == 2
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 24 and state["micro_step"] == 24 and {"epoch", "index"} <= set(state)
 
@@ -252,11 +264,16 @@ def test_adapter_roundtrip_and_changes_outputs(trained, tiny_checkpoint, tiny_to
     assert len(info["sha256"]) == 64 and not any("lora_" in n for n, _ in merged.named_parameters())
 
 
-def test_pipeline_loads_adapter(trained, tiny_checkpoint):
+def test_pipeline_loads_adapter_and_logs_one_line(trained, tiny_checkpoint, capsys):
     from shirg_eval.pipeline import ShirgPipeline
 
     pipe = ShirgPipeline(str(tiny_checkpoint), variant="lavida_384", lora=str(trained["out"] / "checkpoint-24"))
-    assert pipe.lora_info["variant"] == "lavida_384"
+    assert pipe.lora_info["variant"] == "lavida_384" and pipe.lora_info["step"] == 24
+    assert pipe.lora_info["base_mismatch"] is None
+    lines = [line for line in capsys.readouterr().err.splitlines() if "LoRA" in line]
+    digest = weights_sha256(tiny_checkpoint)[:12]
+    assert lines == [f"[shirg-eval] LoRA {trained['out'] / 'checkpoint-24'}: step 24, variant lavida_384, "
+                     f"base weights sha256 {digest}"]
 
 
 def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
@@ -269,6 +286,22 @@ def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
     other = make_tiny_checkpoint(tmp_path / "other", seed=1, image_aspect_ratio="pad")
     with pytest.raises(AdapterError, match=rf"trained for lavida_384 on base .*but the model is {other}"):
         load_adapter(LavidaModel.from_pretrained(other), trained["out"], variant="lavida_384")
+    # Same config.json, other weights (shirg-make-tiny --seed 1): refused by the weights digest ...
+    twin = make_tiny_checkpoint(tmp_path / "twin", seed=1)
+    assert (twin / "config.json").read_bytes() == (Path(tiny_checkpoint) / "config.json").read_bytes()
+    with pytest.raises(AdapterError, match=r"different base model \(weights sha256 .*allow_base_mismatch"):
+        load_adapter(LavidaModel.from_pretrained(twin, device="cpu", dtype="float32"), trained["out"],
+                     variant="lavida_384")
+    # ... unless overridden explicitly, which the returned run record carries.
+    _, info = load_adapter(LavidaModel.from_pretrained(twin, device="cpu", dtype="float32"), trained["out"],
+                           variant="lavida_384", allow_base_mismatch=True)
+    assert info["base_mismatch"] == {"base_weights_sha256": {"adapter": weights_sha256(tiny_checkpoint),
+                                                             "model": weights_sha256(twin)}}
+    from shirg_eval.pipeline import ShirgPipeline  # the harness's path: the override lands in run_meta
+
+    pipe = ShirgPipeline(str(twin), "lavida_384", lora=str(trained["out"]), allow_base_mismatch=True, device="cpu",
+                         dtype="float32")
+    assert pipe.describe()["lora"]["base_mismatch"] == info["base_mismatch"]
     broken = tmp_path / "broken"
     shutil.copytree(trained["out"] / "checkpoint-24", broken)
     (broken / "adapter_model.safetensors").unlink()
@@ -276,6 +309,156 @@ def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
         load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), broken)
     with pytest.raises(AdapterError, match="does not exist"):
         load_adapter(LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32"), tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------------ a user's work is never lost
+def test_output_dir_with_a_run_refuses_a_fresh_start(tiny_checkpoint, tmp_path, capsys):
+    from shirg_eval.training.run_record import OutputDirError
+    from shirg_eval.training.trainer import main, train
+
+    data = make_data(tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    (out / "checkpoint-10").mkdir(parents=True)
+    (out / "latest").write_text("checkpoint-10\n")
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(OutputDirError, match=r"already holds a training run \(checkpoint-10, latest, metrics.jsonl "
+                                             r"\(1 logged steps\)\)\. Continue it with --resume, start over with "
+                                             r"--overwrite"):
+        train(tiny_cfg(tiny_checkpoint, data, out, max_steps=1))
+    with pytest.raises(SystemExit) as exc:  # the CLI: one line naming the fix, exit status 2
+        main(["--config", str(TINY_YAML), "--pretrained", str(tiny_checkpoint), "--data.json", str(data),
+              "--output_dir", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    with pytest.raises(ConfigError, match="--overwrite and --resume auto contradict"):
+        tiny_cfg(tiny_checkpoint, data, out, overwrite=True, resume="auto")
+
+
+def test_overwrite_starts_over_and_skip_counts_are_honest(tiny_checkpoint, tmp_path, capsys):
+    """--overwrite deletes the earlier run; the start-up line does not claim image decodability it has not
+    checked, and the final line counts every skipped record met among the records read."""
+    from shirg_eval.training.trainer import train
+
+    data = make_data(tmp_path / "data", n=4, broken=True)  # 4 good + 1 corrupt indexed; 2 malformed, 1 missing
+    out = tmp_path / "out"
+    (out / "checkpoint-9").mkdir(parents=True)
+    (out / "latest").write_text("checkpoint-9\n")
+    (out / "metrics.jsonl").write_text('{"step": 9, "loss": 1.0}\n')
+    summary = train(tiny_cfg(tiny_checkpoint, data, out, max_steps=2, save_steps=2, micro_batch_size=1,
+                             overwrite=True))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("event", r.get("step")) for r in records] == ["start", 1, 2, "end"]
+    assert records[0]["overwrote"] == ["checkpoint-9", "latest", "metrics.jsonl (1 logged steps)"]
+    printed = capsys.readouterr().out
+    start = next(line for line in printed.splitlines() if "[shirg-train] data:" in line)
+    assert "corrupt_image" not in start and "images are decoded as records are read" in start
+    assert "malformed 2, missing_image 1" in start
+    end = next(line for line in printed.splitlines() if "[shirg-train] done:" in line)
+    met = summary["skipped"]["corrupt_image"]
+    assert summary["records_read"] == 2 and summary["records_indexed"] == 5
+    assert f"corrupt_image {met} (found among the 2 of 5 indexed records read so far)" in end
+
+
+def test_resume_onto_other_base_weights_is_refused(trained, tmp_path):
+    from shirg_eval.model.tiny import make_tiny_checkpoint
+    from shirg_eval.training.trainer import train
+
+    twin = make_tiny_checkpoint(tmp_path / "twin", seed=1)  # same config.json, other weights
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"], out)
+    cfg = TrainConfig(**{**trained["cfg"].__dict__, "output_dir": str(out), "resume": "auto", "max_steps": 25,
+                         "pretrained": str(twin)})
+    with pytest.raises(AdapterError, match=r"resume: .*checkpoint-24 was trained on base .*--pretrained .*twin is "
+                                           r"another model \(weights sha256 .*--allow_base_mismatch true"):
+        train(cfg)
+    cfg.allow_base_mismatch = True
+    assert train(cfg)["final_step"] == 25
+    resumed = start_records(out)[-1]
+    assert resumed["allow_base_mismatch"] is True and resumed["base_weights_sha256"] == weights_sha256(twin)
+    assert resumed["base_mismatch"]["base_weights_sha256"]["adapter"] == weights_sha256(trained["cfg"].pretrained)
+
+
+class _OpensAFileWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_never_unpickles_deepspeed_files(trained, tmp_path):
+    """DeepSpeed reads its files with weights_only=False; a shared checkpoint whose ds/ file carries code is
+    refused on --resume before anything in it runs."""
+    from shirg_eval.training.trainer import train
+
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"], out)
+    marker = tmp_path / "code-ran"
+    torch.save({"module": _OpensAFileWhenUnpickled(marker)}, out / "checkpoint-24" / "ds" / "mp_rank_00_model_states.pt")
+    cfg = TrainConfig(**{**trained["cfg"].__dict__, "output_dir": str(out), "resume": "auto", "max_steps": 25})
+    with pytest.raises(RuntimeError, match=r"mp_rank_00_model_states.pt holds objects outside the weights-only "
+                                           r"allow-list \(global io.open\)"):
+        train(cfg)
+    assert not marker.exists()
+
+
+def test_trainer_errors_name_the_trainer_flag(tmp_path):
+    from shirg_eval.training.trainer import train
+
+    data = make_data(tmp_path / "data", n=2)
+    with pytest.raises(CheckpointNotFoundError) as exc:
+        train(tiny_cfg(tmp_path / "no-such-checkpoint", data, tmp_path / "out"))
+    assert "Pass --pretrained /path/to/a/local/checkpoint" in str(exc.value) and "pretrained=" not in str(exc.value)
+
+
+def test_rng_state_round_trips_without_pickle(tmp_path):
+    import random
+
+    import numpy as np
+    from safetensors import safe_open
+
+    from shirg_eval.training.checkpoint import load_legacy_rng_state, load_rng_state, save_rng_state
+
+    def draws():
+        return random.random(), random.gauss(0, 1), float(np.random.rand()), float(torch.rand(1))
+
+    random.gauss(0, 1)  # leaves a cached gaussian in Python's state: it must survive too
+    save_rng_state(tmp_path / "rng.safetensors")
+    expected = draws()
+    with safe_open(str(tmp_path / "rng.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) >= {"python", "numpy_keys", "torch"}
+    load_rng_state(tmp_path / "rng.safetensors")
+    assert draws() == expected
+    # A checkpoint from before the safetensors format still resumes, read with weights_only=True.
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+               tmp_path / "rng_state_rank0.pt")
+    expected = draws()
+    assert load_legacy_rng_state(tmp_path / "rng_state_rank0.pt") and draws() == expected
+
+
+def test_truncated_image_is_skipped_even_after_lmms_eval_import(tmp_path, monkeypatch):
+    """lmms-eval turns on PIL's LOAD_TRUNCATED_IMAGES process-wide; training data must still count a cut JPEG."""
+    import io
+
+    from PIL import Image, ImageFile
+
+    from shirg_eval.training.data import ConversationDataset
+
+    data = make_data(tmp_path, n=2)
+    buf = io.BytesIO()
+    Image.effect_noise((128, 128), 60).convert("RGB").save(buf, "JPEG")
+    (tmp_path / "images" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    records = json.loads(data.read_text())
+    records.append({**records[0], "id": "cut", "image": "images/cut.jpg"})
+    data.write_text(json.dumps(records))
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    ds = ConversationDataset(data)
+    assert [s.uid for s, img in (ds[i] for i in range(len(ds))) if img is None] == ["cut"]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored for whoever set it
 
 
 # ------------------------------------------------------------------------------------------ failures
@@ -360,6 +543,9 @@ def test_sigkill_then_resume(tiny_checkpoint, tmp_path):
     summary = train(cfg)
     assert summary["final_step"] == 8
     assert [r["step"] for r in metric_steps(out)] == list(range(1, 9))
+    first, resumed = start_records(out)  # one start record per launch, the second says where it resumed from
+    assert first["resumed_from"] is None and resumed["resumed_from"].endswith(f"checkpoint-{resumed['start_step']}")
+    assert first["config_sha256"] == resumed["config_sha256"]  # --resume is not part of the configuration
     state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["micro_step"] == 16
 

@@ -6,11 +6,14 @@
   message that says what to set, without lmms-eval's traceback.
 - With ``--output_path``, answers are journaled in ``OUTPUT/.shirg_journal``: rerunning an interrupted
   command reuses finished samples (with their original timings, marked ``resumed``).
+- An unknown ``--model`` stops at once with one line suggesting the closest registered SHIRG variant (instead
+  of lmms-eval's list of every model it knows).
 - ``lmms_eval --help`` and lmms-eval's subcommands (``tasks``, ``models``, ...) pass through unchanged.
 """
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 import sys
@@ -31,6 +34,24 @@ def _new_results(output_path: str | None, since: float) -> list[str]:
         return []
     found = glob.glob(os.path.join(output_path, "**", "*results.json"), recursive=True)
     return [f for f in found if os.path.getmtime(f) >= since - 1]
+
+
+def unknown_model_message(name: str) -> str | None:
+    """None if lmms-eval resolves ``name``; else one line naming the closest registered SHIRG variant.
+
+    The names come from lmms-eval's model registry (this package's entry-point manifests included), so new
+    variants are suggested as soon as they are registered.
+    """
+    from lmms_eval.models import MODEL_REGISTRY_V2
+
+    known = MODEL_REGISTRY_V2.list_model_names()
+    if name in known:
+        return None
+    ours = [m for m in known if (MODEL_REGISTRY_V2.get_manifest(m).simple_class_path or "").startswith("shirg_eval.")]
+    close = difflib.get_close_matches(name, ours, n=1, cutoff=0.5) or difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (f"unknown model {name!r}.{hint} SHIRG variants: {', '.join(ours)}; `lmms_eval models` lists every "
+            "model lmms-eval knows")
 
 
 def _watch_failures(failures: list[str]) -> None:
@@ -82,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     user_paths = args.include_path if isinstance(args.include_path, list) else [args.include_path]
     args.include_path = [p for p in user_paths if p] + [tasks_dir()]
     listing = args.tasks in ("list", "list_groups", "list_tags", "list_subtasks")
+    if not listing and not getattr(args, "config", None):  # a --config YAML names its models itself
+        unknown = unknown_model_message(args.model)
+        if unknown:
+            print(f"lmms_eval: error: {unknown}", file=sys.stderr)
+            return 2
     if args.output_path and "SHIRG_JOURNAL_DIR" not in os.environ:
         # Answers are journaled beside the results, so rerunning an interrupted command resumes it.
         os.environ["SHIRG_JOURNAL_DIR"] = str(Path(args.output_path) / ".shirg_journal")

@@ -42,7 +42,8 @@ class ShirgLavidaLMM(lmms):
             extra["resolution"] = self.args.resolution
         try:
             self.pipeline = ShirgPipeline(
-                self.args.pretrained, self.variant, lora=self.args.lora, device=self._device_name(),
+                self.args.pretrained, self.variant, lora=self.args.lora,
+                allow_base_mismatch=self.args.allow_base_mismatch, device=self._device_name(),
                 dtype=self.args.dtype, seed=self.args.seed, attn_implementation=self.args.attn_implementation,
                 **selector_params, **extra,
             )

@@ -18,6 +18,7 @@ from ..model.loading import DEFAULT_PRETRAINED
 class ModelArgs:
     pretrained: str = DEFAULT_PRETRAINED
     lora: str | None = None
+    allow_base_mismatch: bool = False  # load a LoRA trained on other base weights (recorded in run_meta.lora)
     k: int | None = None
     scaffold: bool | None = None
     alpha: float | None = None

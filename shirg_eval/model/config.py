@@ -31,6 +31,23 @@ class CheckpointError(ValueError):
     """A checkpoint that does not match the LaViDa layout (missing files, keys or shapes)."""
 
 
+class CheckpointNotFoundError(CheckpointError):
+    """Neither a local folder nor a downloadable hub id. The message names the option of the command at hand:
+    ``pretrained=`` (``--model_args``) by default; ``with_flag("--pretrained")`` for the CLIs that spell it so."""
+
+    def __init__(self, checkpoint: str, reason: str, flag: str = "pretrained="):
+        self.checkpoint, self.reason, self.flag = checkpoint, reason, flag
+        super().__init__(checkpoint, reason, flag)
+
+    def with_flag(self, flag: str) -> CheckpointNotFoundError:
+        return CheckpointNotFoundError(self.checkpoint, self.reason, flag)
+
+    def __str__(self) -> str:
+        sep = "" if self.flag.endswith("=") else " "
+        return (f"checkpoint {self.checkpoint!r}: {self.reason}. Pass {self.flag}{sep}/path/to/a/local/checkpoint "
+                "(e.g. one made by `shirg-make-tiny DIR`)")
+
+
 @dataclass
 class LavidaConfig:
     """The fields of LaViDa's ``llava_llada`` config that the forward pass reads, plus the vision config.

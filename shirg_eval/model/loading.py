@@ -11,7 +11,7 @@ from accelerate import init_empty_weights
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import SIGLIP_CONFIG_FILENAME, CheckpointError, LavidaConfig
+from .config import SIGLIP_CONFIG_FILENAME, CheckpointError, CheckpointNotFoundError, LavidaConfig
 
 DEFAULT_PRETRAINED = "jacklishufan/lavida-llada-v1.0-instruct"
 
@@ -139,7 +139,7 @@ def resolve_checkpoint(path_or_id: str | Path, revision: str | None = None) -> P
     text = str(path_or_id)
     looks_like_repo = re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and not text.startswith((".", "/", "~"))
     if not looks_like_repo:
-        raise CheckpointError(f"checkpoint {text!r}: no such directory (and not a hub id of the form owner/name)")
+        raise CheckpointNotFoundError(text, "no such directory (and not a hub id of the form owner/name)")
     from huggingface_hub import snapshot_download
 
     try:
@@ -148,9 +148,10 @@ def resolve_checkpoint(path_or_id: str | Path, revision: str | None = None) -> P
             allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt"],
         ))
     except Exception as err:
-        raise CheckpointError(
-            f"checkpoint {text!r}: not a local directory, and the hub download failed ({type(err).__name__}: {err}). "
-            "Offline, pass pretrained=/path/to/a/local/checkpoint (e.g. one made by `shirg-make-tiny`)."
+        # One line: the hub's own message spans several (and names its internal exception chain).
+        detail = " ".join(str(err).split())
+        raise CheckpointNotFoundError(
+            text, f"not a local directory, and the hub download failed ({type(err).__name__}: {detail[:300]})"
         ) from err
 
 

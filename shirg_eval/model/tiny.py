@@ -7,6 +7,7 @@ token-count *ratios* between variants are real.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerFast
 
 from .config import RELEASE_GRID_PINPOINTS, SIGLIP_SO400M_ID, LavidaConfig, load_vision_config
 from .prompting import FALLBACK_TEMPLATE, SYSTEM_PROMPT
@@ -123,8 +124,6 @@ def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, dims: TinyDims | No
               "num_hidden_layers": dims.vision_layers_kept + 1, "num_attention_heads": dims.vision_heads,
               "num_channels": 3, "image_size": 384, "patch_size": 14, "hidden_act": "gelu_pytorch_tanh",
               "layer_norm_eps": 1e-6}
-    import json
-
     (out / "siglip_vision_config.json").write_text(json.dumps(siglip, indent=2) + "\n")
     config = LavidaConfig.from_dict(raw, load_vision_config(out, raw))
     torch.manual_seed(seed)
@@ -136,8 +135,18 @@ def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, dims: TinyDims | No
 
 
 def load_tokenizer(path: str | Path):
-    """The checkpoint's tokenizer (LLaDA's for real weights, the tiny BPE for tiny ones), offline-safe."""
-    return AutoTokenizer.from_pretrained(str(path))
+    """The checkpoint's tokenizer (LLaDA's for real weights, the tiny BPE for tiny ones), offline-safe.
+
+    AutoTokenizer reads the model config to pick a tokenizer class. transformers does not know ``llava_llada``,
+    so it falls back to ``PreTrainedConfig.from_pretrained``, which warns that a ``llava_llada`` config
+    instantiates a config of type ``""`` on every load. Handing it the same config built from the dict (what
+    that fallback returns, minus the type check) removes the cause; the tokenizer chosen is unchanged.
+    """
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return AutoTokenizer.from_pretrained(str(path))
+    config = PreTrainedConfig.from_dict(json.loads(config_file.read_text()))
+    return AutoTokenizer.from_pretrained(str(path), config=config)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,9 @@
 """``shirg-viz``: pictures of what a variant kept, and the interpolated position-embedding diagnostic.
 
-    shirg-viz IMAGE --variant shirg_fixed [--question "..."] -o out.png [--pretrained CKPT]
+    shirg-viz IMAGE --variant shirg_fixed [--question "..."] -o out.png [--pretrained CKPT] [--lora DIR]
     shirg-viz --posembed IMAGE -o heat.png [--pretrained CKPT]
+
+A checkpoint or adapter that cannot be used ends in one line naming this command's option, not a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..model.config import CheckpointError, CheckpointNotFoundError
 from ..model.loading import DEFAULT_PRETRAINED
 from .presets import VARIANTS
 from .viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--question", default="")
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED)
     parser.add_argument("--lora", default=None)
+    parser.add_argument("--allow-base-mismatch", "--allow_base_mismatch", action="store_true",
+                        help="load a --lora trained on other base weights (printed with the LoRA line)")
     parser.add_argument("--k", type=int, default=None)
     parser.add_argument("--resolution", type=int, default=672, help="high resolution for --posembed")
     parser.add_argument("-o", "--output", required=True, help="PNG to write")
@@ -66,9 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.image and not args.posembed:
         parser.error("give an IMAGE, or --posembed IMAGE")
     from ..pipeline import ShirgPipeline
+    from ..training.adapters import AdapterError
 
     params = {"k": args.k} if args.k else {}
-    pipeline = ShirgPipeline(args.pretrained, args.variant, lora=args.lora, **params)
+    try:
+        pipeline = ShirgPipeline(args.pretrained, args.variant, lora=args.lora,
+                                 allow_base_mismatch=args.allow_base_mismatch, **params)
+    except CheckpointNotFoundError as err:
+        parser.exit(2, f"shirg-viz: error: {err.with_flag('--pretrained')}\n")
+    except (CheckpointError, AdapterError) as err:
+        parser.exit(2, f"shirg-viz: error: {err}\n")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.posembed:

@@ -8,11 +8,11 @@ from .config import ConfigError, TrainConfig, load_config
 __all__ = ["ConfigError", "TrainConfig", "load_config", "load_adapter", "train", "main"]
 
 
-def load_adapter(model, path, variant=None, merge=True):
+def load_adapter(model, path, variant=None, merge=True, allow_base_mismatch=False):
     """See :func:`shirg_eval.training.adapters.load_adapter`."""
     from .adapters import load_adapter as _load
 
-    return _load(model, path, variant=variant, merge=merge)
+    return _load(model, path, variant=variant, merge=merge, allow_base_mismatch=allow_base_mismatch)
 
 
 def train(cfg):

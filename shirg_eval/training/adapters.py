@@ -2,13 +2,15 @@
 
 An adapter directory holds PEFT's ``adapter_config.json`` + ``adapter_model.safetensors`` (safetensors only)
 and ``shirg_adapter.json`` naming what it was trained for: variant, base checkpoint, sha256 of the base
-``config.json``, LoRA targets and rank. :func:`load_adapter` refuses an adapter whose base or variant differs.
+``config.json`` and of its weights (:mod:`shirg_eval.model.digest`), LoRA targets and rank.
+:func:`load_adapter` refuses an adapter whose variant differs, or whose base config or weights differ unless
+``allow_base_mismatch`` is given (then the mismatch is recorded in what it returns).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,22 +18,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model.digest import sha256_file, weights_identity
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 SHIRG_META = "shirg_adapter.json"
 LATEST = "latest"
+META_FORMAT = 2  # 2: base weights digest recorded (format 1 had the config hash only)
+OVERRIDE_HINT = ("to load it anyway, pass allow_base_mismatch (--model_args allow_base_mismatch=true; "
+                 "--allow_base_mismatch for train/lora.py and shirg-viz); the override is recorded in the run's "
+                 "metadata")
 
 
 class AdapterError(ValueError):
     """An adapter that is missing, incomplete, or made for another base model / variant."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def base_config_hash(checkpoint_path: str | Path) -> str:
@@ -39,6 +39,13 @@ def base_config_hash(checkpoint_path: str | Path) -> str:
     if not path.is_file():
         raise AdapterError(f"base checkpoint {checkpoint_path} has no config.json to verify the adapter against")
     return sha256_file(path)
+
+
+def base_identity(checkpoint_path: str | Path) -> dict[str, Any]:
+    """What names a base model: its config hash, weights digest and (hub snapshots) revision."""
+    weights = weights_identity(checkpoint_path)
+    return {"base_config_sha256": base_config_hash(checkpoint_path), "base_weights_sha256": weights.sha256,
+            "base_revision": weights.revision}
 
 
 def lora_config(r: int, alpha: int, dropout: float, targets: str):
@@ -112,8 +119,23 @@ def write_adapter(peft_model: nn.Module, state: dict[str, torch.Tensor], out_dir
 def adapter_meta(variant: str, base_path: str | Path, base_id: str, targets: str, r: int, alpha: int,
                  lora_lm: bool) -> dict[str, Any]:
     return {"variant": variant, "base_checkpoint": str(base_path), "base_id": str(base_id),
-            "base_config_sha256": base_config_hash(base_path), "lora_targets": targets, "rank": r,
-            "lora_alpha": alpha, "lora_lm": lora_lm, "format": 1}
+            **base_identity(base_path), "lora_targets": targets, "rank": r, "lora_alpha": alpha,
+            "lora_lm": lora_lm, "format": META_FORMAT}
+
+
+def base_mismatch(meta: dict[str, Any], base: str | Path) -> dict[str, Any] | None:
+    """None if ``base`` is the model the adapter was trained on, else what differs (adapter's vs model's)."""
+    ours = base_identity(base)
+    differs = {key: {"adapter": meta.get(key), "model": ours[key]}
+               for key in ("base_config_sha256", "base_weights_sha256")
+               if meta.get(key) is not None and meta.get(key) != ours[key]}
+    return differs or None
+
+
+def describe_mismatch(differs: dict[str, Any]) -> str:
+    names = {"base_config_sha256": "config", "base_weights_sha256": "weights"}
+    return ", ".join(f"{names[k]} sha256 {str(v['adapter'])[:12]} vs {str(v['model'])[:12]}"
+                     for k, v in differs.items())
 
 
 def resolve_adapter_dir(path: str | Path) -> Path:
@@ -133,7 +155,17 @@ def resolve_adapter_dir(path: str | Path) -> Path:
                        f"(no '{LATEST}' file)")
 
 
-def verify_adapter(adapter_dir: Path, model: nn.Module, variant: str | None) -> dict[str, Any]:
+def _trainer_step(adapter_dir: Path) -> int | None:
+    state = adapter_dir / "trainer_state.json"
+    try:
+        return int(json.loads(state.read_text())["step"]) if state.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def verify_adapter(adapter_dir: Path, model: nn.Module, variant: str | None,
+                   allow_base_mismatch: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The adapter's metadata and, when allowed, how its base differs from ``model``'s (None: same base)."""
     missing = [n for n in (SHIRG_META, ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter_dir / n).is_file()]
     if missing:
         raise AdapterError(f"adapter {adapter_dir} is incomplete: missing {', '.join(missing)}")
@@ -142,36 +174,46 @@ def verify_adapter(adapter_dir: Path, model: nn.Module, variant: str | None) -> 
     if base is None:
         raise AdapterError("the model has no checkpoint_path; load it with LavidaModel.from_pretrained to verify "
                            "the adapter's base")
-    model_hash = base_config_hash(base)
-    trained_for = f"adapter trained for {meta.get('variant')} on base {meta.get('base_id')} " \
-                  f"(config sha256 {str(meta.get('base_config_sha256'))[:12]})"
-    if meta.get("base_config_sha256") != model_hash:
-        raise AdapterError(f"{trained_for}, but the model is {base} (config sha256 {model_hash[:12]}): "
-                           "different base model")
+    trained_for = f"adapter trained for {meta.get('variant')} on base {meta.get('base_id')}"
     if variant is not None and meta.get("variant") != variant:
         raise AdapterError(f"{trained_for}, but the requested variant is {variant}: retrain or pick the "
                            f"{meta.get('variant')} variant")
-    return meta
+    differs = base_mismatch(meta, base)
+    if differs and not allow_base_mismatch:
+        raise AdapterError(f"{trained_for}, but the model is {base}: different base model "
+                           f"({describe_mismatch(differs)}). Use the base it was trained on; {OVERRIDE_HINT}")
+    return meta, differs
 
 
-def load_adapter(model: nn.Module, path: str | Path, variant: str | None = None,
-                 merge: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def load_adapter(model: nn.Module, path: str | Path, variant: str | None = None, merge: bool = True,
+                 allow_base_mismatch: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Verify and load a trained LoRA onto ``model``; merged into the base weights (in place) for inference.
 
     ``path``: a ``checkpoint-STEP`` dir or a training output dir (its ``latest``). Returns the (merged) model and
-    ``{path, sha256, variant, rank, ...}`` for the run record.
+    ``{path, step, sha256, variant, rank, base_weights_sha256, base_mismatch, ...}`` for the run record; logs
+    one line naming the adapter, its step, variant and base digest.
     """
     from peft import PeftModel
 
     adapter_dir = resolve_adapter_dir(path)
-    meta = verify_adapter(adapter_dir, model, variant)
+    meta, differs = verify_adapter(adapter_dir, model, variant, allow_base_mismatch)
     checkpoint_path = getattr(model, "checkpoint_path", None)
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     peft_model.eval()
     out = peft_model.merge_and_unload() if merge else peft_model
     if checkpoint_path is not None and getattr(out, "checkpoint_path", None) is None:
         out.checkpoint_path = checkpoint_path
-    info = {"path": str(adapter_dir), "sha256": sha256_file(adapter_dir / ADAPTER_WEIGHTS),
+    step = _trainer_step(adapter_dir)
+    base_digest = meta.get("base_weights_sha256")
+    info = {"path": str(adapter_dir), "step": step, "sha256": sha256_file(adapter_dir / ADAPTER_WEIGHTS),
             "variant": meta.get("variant"), "rank": meta.get("rank"), "base_id": meta.get("base_id"),
-            "merged": merge}
+            "base_weights_sha256": base_digest, "base_mismatch": differs, "merged": merge}
+    if base_digest is None:
+        note = "base weights unverified (adapter made before weight digests)"
+    else:
+        note = f"base weights sha256 {base_digest[:12]}"
+    if differs:
+        note += f"; BASE MISMATCH allowed by allow_base_mismatch ({describe_mismatch(differs)})"
+    print(f"[shirg-eval] LoRA {adapter_dir}: step {step if step is not None else '?'}, variant "
+          f"{meta.get('variant')}, {note}", file=sys.stderr, flush=True)
     return out, info

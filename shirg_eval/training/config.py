@@ -64,6 +64,8 @@ class TrainConfig:
     logging_steps: int = 1
     seed: int = 42
     resume: str = "no"  # no | auto (latest complete checkpoint in output_dir) | path to a checkpoint dir
+    overwrite: bool = False  # start over in an output_dir that holds a run (deletes its checkpoints and metrics)
+    allow_base_mismatch: bool = False  # resume a checkpoint made on other base weights (recorded in metrics.jsonl)
     tensorboard: bool = False
     num_workers: int = 0  # DataLoader workers for image decoding
     progress: bool = True  # tqdm bar on rank 0
@@ -92,6 +94,9 @@ class TrainConfig:
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         return names[self.precision]
 
+    def resumes(self) -> bool:
+        return self.resume not in ("", "no", "false", "False")
+
     def lora_targets(self) -> str:
         return VISION_PROJECTOR_TARGETS + (f"|{LM_TARGETS}" if self.lora_lm else "")
 
@@ -109,6 +114,9 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not self.data.json:
             raise ConfigError("data.json is not set (path to a LLaVA-format conversation JSON)")
+        if self.overwrite and self.resumes():
+            raise ConfigError(f"--overwrite and --resume {self.resume} contradict each other: --resume continues "
+                              "the run in output_dir, --overwrite deletes it; pass one")
         self.resolved_dtype()
 
 

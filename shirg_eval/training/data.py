@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,12 @@ class ConversationDataset(torch.utils.data.Dataset):
         if not isinstance(records, list):
             raise ValueError(f"{json_path}: expected a JSON list of conversation records")
         self.stats = SkipStats()
-        self.samples = parse_records(records, image_folder or json_path.parent, self.stats)
+        folder = Path(image_folder or json_path.parent)
+        self.samples = parse_records(records, folder, self.stats)
         if not self.samples:
-            raise ValueError(f"{json_path}: no usable records (skipped: {self.stats.as_dict()})")
+            raise ValueError(f"{json_path}: no usable records (malformed {self.stats.malformed}, missing_image "
+                             f"{self.stats.missing_image}); image paths are read relative to data.image_folder "
+                             f"({folder})")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -99,11 +103,25 @@ class ConversationDataset(torch.utils.data.Dataset):
 
         sample = self.samples[index]
         try:
-            with Image.open(sample.image_path) as img:
+            with _strict_decoding(), Image.open(sample.image_path) as img:
                 image = img.convert("RGB")  # forces a full decode: truncated files fail here, not later
         except Exception:  # noqa: BLE001 -- any decode failure means "skip this image"
             return sample, None
         return sample, image
+
+
+@contextmanager
+def _strict_decoding():
+    """Truncated files must fail to decode: lmms-eval sets PIL's process-wide LOAD_TRUNCATED_IMAGES on import,
+    which would turn a cut JPEG into a grey-filled training image that is never counted as skipped."""
+    from PIL import ImageFile
+
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 class ResumableOrder:
@@ -124,6 +142,15 @@ class ResumableOrder:
 
     def position(self, micro_step: int) -> tuple[int, int]:
         return divmod(micro_step, self.per_epoch)
+
+    def indices_read(self, micro_steps: int) -> set[int]:
+        """The distinct dataset indices of micro-batches ``0..micro_steps-1`` (what a resumed rank has read)."""
+        read: set[int] = set()
+        for m in range(micro_steps):
+            if len(read) == self.n:
+                break
+            read.update(self.indices(m))
+        return read
 
     def indices(self, micro_step: int) -> list[int]:
         epoch, index = self.position(micro_step)

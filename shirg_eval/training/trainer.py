@@ -23,11 +23,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..model.config import CheckpointNotFoundError
+from ..model.digest import weights_identity
 from .adapters import adapter_meta, apply_lora, count_parameters
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .config import TrainConfig, fill_deepspeed_config
 from .data import ConversationDataset, ResumableOrder, SkipStats, micro_batches
 from .loss import answer_stop_id, encode_sample, masked_diffusion_loss
+from .run_record import METRICS_FILE, MetricsLog, check_resume_base, prepare_output_dir, start_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +62,11 @@ def setup_distributed() -> tuple[int, int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
@@ -147,44 +155,6 @@ def _resolve_ds_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
     return ds
 
 
-class MetricsLog:
-    """JSONL metrics (rank 0). On resume, lines past the resumed step are dropped so no step appears twice."""
-
-    def __init__(self, path: Path, resume_step: int | None, tensorboard_dir: Path | None):
-        self.path = path
-        if resume_step is not None and path.is_file():
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if "step" not in rec or rec["step"] <= resume_step:
-                    kept.append(line)
-            path.write_text("".join(k + "\n" for k in kept))
-        self.fh = open(path, "a", buffering=1)
-        self.tb = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise ImportError("tensorboard: true needs the `tensorboard` package (pip install tensorboard)") from err
-            self.tb = SummaryWriter(str(tensorboard_dir))
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(record) + "\n")
-        self.fh.flush()
-        if self.tb is not None and "step" in record:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(f"train/{k}", v, record["step"])
-
-    def close(self) -> None:
-        self.fh.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 # ------------------------------------------------------------------------------------------ training
 def _log(rank: int, msg: str) -> None:
     if rank == 0:
@@ -203,19 +173,26 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     from ..model.tiny import load_tokenizer
     from ..selection.presets import VisualPath
 
+    out = Path(cfg.output_dir)
+    # Before anything slow: refuse to train over an earlier run silently (every rank refuses alike).
+    overwrote = prepare_output_dir(cfg, out, int(os.environ.get("RANK", "0")))
     rank, world, local_rank = setup_distributed()
+    _barrier()  # rank 0 has deleted what --overwrite names before anyone writes
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     dtype = cfg.resolved_dtype()
     random.seed(cfg.seed + rank)
     np.random.seed((cfg.seed + rank) % 2**32)
     torch.manual_seed(cfg.seed + rank)
-    out = Path(cfg.output_dir)
+    if overwrote:
+        _log(rank, f"--overwrite: deleted the earlier run's {', '.join(overwrote)} in {out}")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     # ---- model + LoRA
-    model = LavidaModel.from_pretrained(cfg.pretrained, device=device, dtype=dtype)
+    try:
+        model = LavidaModel.from_pretrained(cfg.pretrained, device=device, dtype=dtype)
+    except CheckpointNotFoundError as err:
+        raise err.with_flag("--pretrained") from err
     tokenizer = load_tokenizer(model.checkpoint_path)
     if cfg.gradient_checkpointing:
         # Non-reentrant: works with frozen inputs (only LoRA params need grads).
@@ -227,6 +204,9 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     trainable, total = count_parameters(peft_model)
     _log(rank, f"trainable params: {trainable:,} / {total:,} ({100 * trainable / total:.4f}%) "
                f"[LoRA r={cfg.lora_r} on {targets}]")
+    if rank == 0:
+        weights_identity(model.checkpoint_path)  # hashed once (then cached) before the other ranks read it
+    _barrier()
     meta = adapter_meta(cfg.variant, model.checkpoint_path, cfg.pretrained, targets, cfg.lora_r, cfg.lora_alpha,
                         cfg.lora_lm)
 
@@ -247,8 +227,10 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
                          f"on {world} rank(s), grad_accum {cfg.grad_accum}, epochs {cfg.epochs}")
     total_micro = total_steps * cfg.grad_accum
     warmup = int(cfg.warmup_ratio * total_steps)
-    _log(rank, f"data: {len(dataset)} usable samples (skipped at indexing: {stats.as_dict()}); "
-               f"{order.per_epoch} micro-batches/epoch/rank; {total_steps} optimizer steps, {warmup} warm-up")
+    _log(rank, f"data: {len(dataset)} records indexed (skipped at indexing: malformed {stats.malformed}, "
+               f"missing_image {stats.missing_image}; images are decoded as records are read, and undecodable ones "
+               f"are skipped and counted then); {order.per_epoch} micro-batches/epoch/rank; {total_steps} optimizer "
+               f"steps, {warmup} warm-up")
 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
@@ -261,7 +243,8 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     # ---- resume
     start_micro, step = 0, 0
     resume_from = None
-    if cfg.resume not in ("", "no", "false", "False"):
+    base = {"base_weights_sha256": meta["base_weights_sha256"], "base_revision": meta["base_revision"]}
+    if cfg.resumes():
         resume_from = find_latest(out) if cfg.resume == "auto" else Path(cfg.resume)
         if resume_from is not None and not (resume_from / "trainer_state.json").is_file():
             resume_from = find_latest(resume_from)  # an output dir: its newest complete checkpoint
@@ -270,12 +253,20 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
         if resume_from is None:
             _log(rank, f"resume: no complete checkpoint in {out}; starting from scratch")
         else:
+            base["mismatch"] = check_resume_base(resume_from, model.checkpoint_path, cfg)
             state = load_checkpoint(engine, resume_from, rank)
             start_micro, step = int(state["micro_step"]), int(state["step"])
             stats.corrupt_ids.update(state.get("corrupt_ids", []))
             _log(rank, f"resumed from {resume_from}: step {step}, epoch {state['epoch']}, index {state['index']}")
-    metrics = MetricsLog(out / "metrics.jsonl", step if resume_from else None,
-                         out / "tensorboard" if cfg.tensorboard else None) if rank == 0 else None
+    metrics = None
+    if rank == 0:  # written once every check has passed: a refused launch leaves the folder as it was
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        # A resume (even one that found no checkpoint) drops logged steps past its start: none appears twice.
+        metrics = MetricsLog(out / METRICS_FILE, step if cfg.resumes() else None,
+                             out / "tensorboard" if cfg.tensorboard else None)
+        metrics.write(start_record(cfg, resumed_from=str(resume_from) if resume_from else None, start_step=step,
+                                   world_size=world, base=base, overwrote=overwrote))
+    read = order.indices_read(start_micro)  # dataset indices this rank has decoded (replayed on resume)
 
     # ---- loop
     bar = tqdm(total=total_steps, initial=step, desc="lora", disable=rank != 0 or not cfg.progress,
@@ -285,6 +276,7 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     last_ckpt: str | None = str(resume_from) if resume_from else None
     try:
         for m, items in micro_batches(dataset, order, start_micro, total_micro, cfg.num_workers):
+            read.update(order.indices(m))
             good = []
             for sample, image in items:
                 if image is None:
@@ -341,16 +333,20 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     corrupt = sorted(stats.corrupt_ids)
     if dist.is_initialized() and world > 1:
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, corrupt)
-        corrupt = sorted({u for part in gathered for u in part})
+        dist.all_gather_object(gathered, (corrupt, sorted(read)))
+        corrupt = sorted({u for part, _ in gathered for u in part})
+        read = {i for _, part in gathered for i in part}
     skipped = {"malformed": stats.malformed, "missing_image": stats.missing_image, "corrupt_image": len(corrupt)}
     summary = {"event": "end", "final_step": step, "total_steps": total_steps, "skipped": skipped,
+               "records_indexed": len(dataset), "records_read": len(read),
                "trainable_params": trainable, "total_params": total, "output_dir": str(out),
                "last_checkpoint": last_ckpt}
     if rank == 0:
         metrics.write(summary)
         metrics.close()
-    _log(rank, f"done: step {step}/{total_steps}; skipped records: {skipped}; last checkpoint {last_ckpt}")
+    _log(rank, f"done: step {step}/{total_steps}; skipped records: malformed {stats.malformed}, missing_image "
+               f"{stats.missing_image} (at indexing), corrupt_image {len(corrupt)} (found among the {len(read)} of "
+               f"{len(dataset)} indexed records read so far); last checkpoint {last_ckpt}")
     if return_model:
         summary["model"] = peft_model
     return summary
@@ -358,7 +354,10 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: ``--config YAML`` then ``--key value`` overrides; ``--local_rank=N`` from the launcher is accepted."""
+    from ..model.config import CheckpointError
+    from .adapters import AdapterError
     from .config import ConfigError, load_config, parse_overrides
+    from .run_record import OutputDirError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = None
@@ -370,7 +369,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             value = arg.split("=", 1)[1] if "=" in arg else argv[(i := i + 1)]
             os.environ.setdefault("LOCAL_RANK", value)
         elif arg in ("-h", "--help"):
-            print("usage: train/lora.py --config YAML [--key value ...] [--resume]\nvalid keys: "
+            print("usage: train/lora.py --config YAML [--key value ...] [--resume [PATH] | --overwrite]\n"
+                  "every config key is a flag (README, 'Train the LoRA'); valid keys: "
                   + ", ".join(TrainConfig.valid_keys()))
             return {}
         elif arg == "--config" or arg.startswith("--config="):
@@ -380,7 +380,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         i += 1
     try:
         cfg = load_config(config_path, parse_overrides(rest))
-    except ConfigError as err:
+        return train(cfg)
+    except (ConfigError, OutputDirError, CheckpointError, AdapterError) as err:
+        # Bad input, named with the fix: one line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
-    return train(cfg)
