@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-shot GPU training of the reference mini-LaViDa (shirg-train-reference), for the rare lent GPU.
+#
+#   bash bench/gpu_reference.sh                 # OUT=runs/gpu-reference by default; the device tool sets $OUT
+#   DENSE_MIN=2.5 QA_MIN=2.5 bash bench/gpu_reference.sh
+#
+# Same recipe as the CPU command, with large batches, data rendered by every spare core, and a wall-clock cap per
+# stage (the learning rate anneals by the cap; the steps reached are in metrics.jsonl and the model card). Writes
+# $OUT/reference.tgz (final model in LaViDa's layout, metrics.jsonl, recipe.json), $OUT/reference_eval.json (a
+# quick GPU accuracy check per variant on the validation split) and $OUT/reference_train.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu-reference}
+DENSE_MIN=${DENSE_MIN:-2.5}
+QA_MIN=${QA_MIN:-2.5}
+EVAL_N=${EVAL_N:-60}
+WORKERS=${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))}
+RUN=${RUN_DIR:-/tmp/shirg-reference}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+PY=${PYTHON:-python3}
+log() { echo "[gpu_reference $(date +%T)] $*" | tee -a "$OUT/reference_train.log"; }
+
+log "device: $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'), workers $WORKERS"
+$PY -m shirg_eval.reference.train --out "$RUN" --overwrite --workers "$WORKERS" --threads 4 \
+    --dense-steps 100000 --dense-batch 256 --dense-minutes "$DENSE_MIN" \
+    --qa-steps 100000 --qa-images 16 --qa-questions 2 --qa-minutes "$QA_MIN" \
+    --checkpoint-every 200 --log-every 20 2>&1 | tr '\r' '\n' | awk 'NF && (NR % 50 == 1 || /Error|error|reference model|newest/)' \
+    >> "$OUT/reference_train.log"
+status=${PIPESTATUS[0]}
+log "training exit status $status"
+tail -n 3 "$RUN/metrics.jsonl" >> "$OUT/reference_train.log" 2>/dev/null
+if [ -f "$RUN/final/model.safetensors" ]; then
+    $PY -m shirg_eval.reference.evaluate "$RUN/final" --n "$EVAL_N" \
+        --variants lavida,lavida_384,lavida_672,shirg_fixed,random_k --json "$OUT/reference_eval.json" \
+        2>&1 | grep -v -i warn | tee -a "$OUT/reference_train.log"
+fi
+tar czf "$OUT/reference.tgz" -C "$RUN" $(cd "$RUN" && ls -d final metrics.jsonl recipe.json "$(cat latest 2>/dev/null)" 2>/dev/null)
+log "wrote $OUT/reference.tgz ($(du -h "$OUT/reference.tgz" | cut -f1))"
+exit "$status"
