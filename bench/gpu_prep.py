@@ -99,7 +99,7 @@ def build_project_wheel(dest: Path) -> Path:
         src = Path(tmp) / "src"
         shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", ".gpu", "runs", "outputs",
                                                                   "__pycache__", "*.egg-info", "build", "dist"))
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
                         str(dest), str(src)], check=True)
     return next(dest.glob("shirg_eval-*.whl"))
 
