@@ -31,6 +31,8 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
 from gpu_prep import source_hash
+if not Path(".gpu/manifest.json").is_file():
+    sys.exit("gpu_check: .gpu/manifest.json is missing: rerun 'make gpu-prep'")
 m = json.loads(Path(".gpu/manifest.json").read_text())
 if m["source_sha256"] != source_hash():
     sys.exit("gpu_check: .gpu/wheels/" + m["project_wheel"] + " was built from other sources than this tree: "

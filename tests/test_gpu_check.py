@@ -111,6 +111,9 @@ def test_gpu_mode_without_wheels_or_with_stale_ones_refuses(tmp_path):
     assert proc.returncode == 2 and "run 'make gpu-prep'" in proc.stderr
     (root / ".gpu" / "wheels").mkdir(parents=True)
     (root / ".gpu" / "wheels" / "shirg_eval-0.1.0-py3-none-any.whl").write_bytes(b"")
+    proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "manifest.json is missing" in proc.stderr
     (root / ".gpu" / "manifest.json").write_text(json.dumps({"source_sha256": "0" * 64,
                                                              "project_wheel": "shirg_eval-0.1.0-py3-none-any.whl"}))
     proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
