@@ -302,10 +302,29 @@ def collect_results(out: Path) -> dict:
     return res
 
 
-def markdown(summary: dict) -> str:
+def _worst(cases: list[dict]) -> str:
+    """The largest value of every measured-error property over the tests (ids agreement listed per test)."""
+    worst: dict[str, float] = {}
+    ids = []
+    for case in cases:
+        for k, v in case["properties"].items():
+            if k.startswith("ids_"):
+                ids.append(v)
+                continue
+            try:
+                worst[k] = max(worst.get(k, 0.0), float(v))
+            except ValueError:
+                continue
+    parts = [f"{k} {v:.2e}" for k, v in sorted(worst.items())]
+    return "; ".join(parts + ([f"ids agreeing {', '.join(ids)}"] if ids else []))
+
+
+def markdown(summary: dict, compact: bool = False) -> str:
+    """The summary; ``compact`` (printed last, where the device tool's output tail is read) lists the fidelity
+    tests' worst errors instead of every test."""
     env, res = summary.get("env", {}), summary.get("results", {})
     smi = env.get("nvidia_smi_before") or {}
-    lines = [f"# GPU check ({summary['mode']})", "",
+    lines = [f"# GPU check: {summary['mode']}", "",
              f"- started {summary['started']}, {summary.get('elapsed_s', 0):.0f} s of a {summary['budget_s']:.0f} s "
              "budget",
              f"- card: {env.get('device_name', smi.get('name', 'none'))}; driver {smi.get('driver_version', '-')} "
@@ -322,7 +341,12 @@ def markdown(summary: dict) -> str:
             continue
         c = j["counts"]
         lines += ["", f"## {name}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped",
-                  "", "| test | outcome | measured |", "|---|---|---|"]
+                  "", f"worst measured: {_worst(j['cases'])}"]
+        failed = [case for case in j["cases"] if case["outcome"] in ("failed", "error")]
+        if compact:
+            lines += [f"- FAILED {case['test']}: {case.get('message', '')}" for case in failed]
+            continue
+        lines += ["", "| test | outcome | measured |", "|---|---|---|"]
         for case in j["cases"]:
             props = ", ".join(f"{k} {v}" for k, v in case["properties"].items())
             note = case.get("message", "")
@@ -392,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         run.summary["env"]["nvidia_smi_after"] = nvidia_smi()
     run.write()
-    run.say("\n" + (run.out / "gpu_check.md").read_text())
+    run.say("\n" + markdown(run.summary, compact=True))
     failed = [n for n, r in run.summary["steps"].items() if r["status"] != "ok"]
     run.say(f"gpu_check: {'all steps ok' if not failed else 'not ok: ' + ', '.join(failed)}; "
             f"{run.summary['elapsed_s']:.0f} s; results in {run.out}")

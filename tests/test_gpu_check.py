@@ -55,8 +55,11 @@ def test_dry_run_runs_every_step(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert len(names) <= 8 and all(p.is_file() for p in out.iterdir()), names
     md = (out / "gpu_check.md").read_text()
-    assert md.startswith("# GPU check (dry-run") and "shirg_fixed / lavida_672 latency" in md
-    assert "harness overhead" in md and "torch" in md
+    assert md.startswith("# GPU check: dry-run") and "shirg_fixed / lavida_672 latency" in md
+    assert "harness overhead" in md and "torch" in md and "| test_generation[set_A] | passed |" in md
+    printed = proc.stdout[proc.stdout.rindex("# GPU check: dry-run"):]  # the compact summary printed last
+    assert "worst measured: rel_l2_" in printed and "rel_l2_logits" in printed and "| test_generation" not in printed
+    assert len(printed) < 12000 and "| shirg_fixed / lavida_384 latency" in printed
 
 
 def test_step_time_limit_kills_the_whole_process_group(tmp_path):
