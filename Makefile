@@ -11,7 +11,7 @@ CONSTRAINTS := $(if $(GPU),constraints/common.txt,constraints/cpu.txt)
 PIP_EXTRA ?=
 QUIET_PIP := grep -v -e 'is ignored: it is neither' -e '^\s*$$' || true
 
-.PHONY: setup test test-fast demo lint bench clean
+.PHONY: setup test test-fast demo lint bench gpu-prep gpu-check gpu-dry-run clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard constraints/*.txt)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,19 @@ demo: setup
 bench: setup
 	$(VENV)/bin/shirg-bench --dims tiny
 
+# GPU run kit (docs/BENCHMARKS.md): gpu-prep here (PyPI reachable) fills .gpu/ with wheels + golden fixtures for a
+# GPU machine without network; gpu-check runs there (carry .gpu); gpu-dry-run is the same steps on a CPU at tiny dims.
+gpu-prep: setup
+	$(PY) bench/gpu_prep.py
+
+gpu-check:
+	bash bench/gpu_check.sh --out $${OUT:-runs/gpu_check}
+
+gpu-dry-run: setup
+	bash bench/gpu_check.sh --dry-run --out runs/gpu_check_dry
+
 lint: setup
-	$(VENV)/bin/ruff check shirg_eval train tasks tests
+	$(VENV)/bin/ruff check shirg_eval train tasks tests bench
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -8,6 +8,7 @@ import pytest
 
 from shirg_eval.bench import cost_model as cm
 from shirg_eval.bench.cli import main
+from shirg_eval.bench.interleave import paired_ratio, run_interleaved, schedule, verdict
 
 
 def test_linear_and_attention_counts():
@@ -64,24 +65,159 @@ def test_predicted_ratios_and_cache():
 
 def test_bench_cli_tiny(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    main(["--dims", "tiny", "--runs", "2", "--warmup", "1", "--variants", "lavida_384,shirg_fixed", "--json", str(out)])
+    main(["--dims", "tiny", "--runs", "2", "--warmup", "1", "--variants", "lavida_384,shirg_fixed", "--kv-compare",
+          "int8", "--steps", "8", "--gen-length", "8", "--json", str(out)])
     report = json.loads(out.read_text())
-    assert report["dims"] == "tiny" and report["baseline"] == "lavida_384"
+    assert report["dims"] == "tiny" and report["baseline"] == "lavida_384" and report["status"] == "complete"
+    assert report["rounds_done"] == 2 and not report["real_dims"]
     assert set(report["variants"]) == {"lavida_384", "shirg_fixed"}
+    # every cell: cache on, cache off (baseline and shirg_fixed by default), prefix KV int8
+    assert set(report["cells"]) == {"lavida_384", "lavida_384|nocache", "lavida_384|kv=int8", "shirg_fixed",
+                                    "shirg_fixed|nocache", "shirg_fixed|kv=int8"}
     for row in report["variants"].values():
         for key in ("preprocess_ms", "vision_ms", "projector_ms", "selection_ms", "embed_ms", "prefill_ms",
                     "denoise_ms", "step_ms", "latency_ms", "visual_tokens", "prefix_kv_bytes", "peak_memory",
-                    "latency_ratio", "predicted_latency_ratio", "selection_share_of_vision"):
+                    "latency_ratio", "predicted_latency_ratio", "selection_share_of_vision", "predicted_ms"):
             assert key in row, key
-        assert row["n_steps"] == 30
+        assert row["n_steps"] == 8
+        lat = row["figures"]["latency_ms"]
+        assert lat["n"] == 2 and lat["min"] <= lat["median"] <= lat["max"]
     v = report["variants"]
     assert v["lavida_384"]["visual_tokens"] == 729 and v["shirg_fixed"]["visual_tokens"] == 768 + 144
     assert v["lavida_384"]["latency_ratio"] == 1.0 and "cache_speedup" in v["shirg_fixed"]
-    assert {t["status"] for t in report["targets"]} <= {"PASS", "MISS", "n/a"}
+    names = {r["name"] for r in report["ratios"]}
+    assert {"shirg_fixed / lavida_384 latency", "shirg_fixed prefix cache on/off speedup",
+            "lavida_384 kv int8 / auto latency"} <= names
+    for r in report["ratios"]:
+        assert len(r["per_round"]) == 2 and r["min"] <= r["median"] <= r["max"] and r["predicted"] > 0
+        assert r["noisy"] == (r["spread"] > abs(r["median"] - 1))
+    # issue 12: no PASS/MISS against targets that are set for real dims
+    assert all(t["status"].startswith(("not judged (tiny dims)", "not measured")) for t in report["targets"])
     kv = report["prefix_kv_bytes_by_dtype"]
     assert kv["int8"] <= 0.55 * kv["bf16"]
     text = capsys.readouterr().out
-    assert "targets [tiny dims" in text and "PASS" in text
+    assert "no verdicts: the targets are set for LaViDa-8B at real dims" in text
+    assert "PASS" not in text and "MISS" not in text
+
+
+def test_targets_judged_only_at_real_dims():
+    from shirg_eval.bench.measure import is_real_dims, targets
+
+    assert is_real_dims(cm.DIMS["real"]) and not is_real_dims(cm.DIMS["tiny"]) and not is_real_dims(cm.DIMS["small"])
+    pred = cm.predict(cm.DIMS["real"], cm.HARDWARE["h100"])
+
+    def ratio(name, values, kind="latency", den=None):
+        return {"name": name, "kind": kind, "denominator": den, **paired_ratio(values, [1.0] * len(values)),
+                "predicted": 1.0}
+
+    ratios = [ratio("shirg_fixed / lavida_384 latency", [1.0, 1.1, 1.2]),      # all <= 1.35
+              ratio("shirg_fixed / lavida_672 latency", [0.45, 0.55, 0.6]),     # straddles 0.5
+              ratio("x prefix cache on/off speedup", [3.0, 3.5, 4.0], "cache_speedup", "lavida_672")]
+    kv = {"auto": 100, "bf16": 100, "int8": 51}
+    real = {t["target"].split(" [")[0]: t["status"] for t in targets(ratios, kv, pred, True, "real")}
+    assert real == {"shirg_fixed / lavida_384 latency": "PASS", "shirg_fixed / lavida_672 latency": "UNCLEAR",
+                    "prefix cache on/off speedup (30 steps)": "MISS", "int8 / 16-bit prefix-KV bytes": "PASS"}
+    tiny = targets(ratios, kv, pred, False, "tiny")
+    assert {t["status"] for t in tiny} == {"not judged (tiny dims)"}
+
+
+def test_schedule_every_cell_once_per_round():
+    keys = ["a", "b", "c", "d"]
+    plan = schedule(keys, rounds=6, seed=3)
+    assert all(sorted(r) == keys for r in plan)
+    assert len({tuple(r) for r in plan}) > 1  # orders differ between rounds
+    assert plan == schedule(keys, rounds=6, seed=3) and plan != schedule(keys, rounds=6, seed=4)
+    assert schedule(keys, 2, order="roundrobin") == [keys, keys]
+    with pytest.raises(ValueError, match="unique"):
+        schedule(["a", "a"], 2)
+    with pytest.raises(ValueError, match="order"):
+        schedule(keys, 2, order="random")
+
+
+def test_interleaving_spreads_drift_over_all_cells():
+    """Two identical cells under a clock that drifts (each call 5% slower than the last): timed one after the
+    other, the later one looks 25% slower with a tight spread (a confident, wrong ratio); interleaved, the
+    ratio's spread covers its distance from 1."""
+    def measure(order: str) -> dict:
+        calls = [0]
+
+        def cell():
+            calls[0] += 1
+            return 100.0 * (1 + 0.05 * calls[0])
+
+        res = run_interleaved({"a": cell, "b": cell}, rounds=5, warmup=1, seed=0, order=order)
+        assert calls[0] == 2 + 10  # warm-ups first, then every round
+        return paired_ratio(res["b"], res["a"])
+
+    sequential = measure("sequential")
+    assert sequential["median"] > 1.15 and not sequential["noisy"]
+    shuffled = measure("shuffle")
+    assert abs(shuffled["median"] - 1) <= shuffled["spread"] and abs(shuffled["median"] - 1) < 0.05
+    # round robin keeps each cell's position in the round: a steady drift still leaves one call's worth of bias
+    robin = measure("roundrobin")
+    assert abs(robin["median"] - 1) < abs(sequential["median"] - 1) / 4
+
+
+def test_paired_ratio_and_verdict():
+    r = paired_ratio([2.0, 2.2, 1.8], [1.0, 1.0, 1.0])
+    assert r["median"] == pytest.approx(2.0) and r["spread"] == pytest.approx(0.4) and not r["noisy"]
+    noisy = paired_ratio([1.1, 0.8, 1.3], [1.0, 1.0, 1.0])
+    assert noisy["noisy"]  # claims +10%, rounds span 50%
+    assert verdict({"min": 0.4, "max": 0.45}, "<=", 0.5) == "PASS"
+    assert verdict({"min": 0.55, "max": 0.6}, "<=", 0.5) == "MISS"
+    assert verdict({"min": 4.0, "max": 6.0}, ">=", 5.0) == "UNCLEAR"
+    with pytest.raises(ValueError, match="rounds"):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
+@pytest.mark.slow
+def test_reversed_variant_order_changes_no_ratio_beyond_its_spread(tmp_path):
+    """At tiny dims on this CPU: the same cells listed in reverse order (so every round runs them in other
+    positions) give every ratio within the spread the two runs report."""
+    reports = []
+    for i, variants in enumerate(("lavida_384,shirg_fixed,pool_k", "pool_k,shirg_fixed,lavida_384")):
+        out = tmp_path / f"r{i}.json"
+        main(["--dims", "tiny", "--runs", "5", "--warmup", "1", "--variants", variants, "--baseline", "lavida_384",
+              "--cache-off-variants", "shirg_fixed", "--kv-compare", "int8", "--steps", "8", "--gen-length", "8",
+              "--no-memory", "--json", str(out)])
+        reports.append({r["name"]: r for r in json.loads(out.read_text())["ratios"]})
+    assert reports[0].keys() == reports[1].keys() and len(reports[0]) == 6
+    for name, a in reports[0].items():
+        b = reports[1][name]
+        assert abs(a["median"] - b["median"]) <= max(a["spread"], b["spread"]), (name, a, b)
+
+
+def test_summary_of_partial_rounds():
+    """A run stopped after its first round still summarises: every figure over the rounds all cells finished."""
+    from shirg_eval.bench.measure import BenchPlan, summarize
+    from shirg_eval.bench.stages import StageTimes
+
+    class Model:
+        config = type("C", (), {"d_model": 64, "n_heads": 4, "n_layers": 2, "mlp_hidden_size": 128,
+                                "vocab_size": 768, "mm_hidden_size": 48, "image_aspect_ratio": "anyres",
+                                "vision": type("V", (), {"hidden_size": 48, "intermediate_size": 96,
+                                                         "num_attention_heads": 4, "num_hidden_layers": 2,
+                                                         "patch_size": 14})()})()
+        dtype = "torch.float32"
+
+    def t(ms: float, tokens: int) -> StageTimes:
+        stages = {s: ms for s in ("vision", "projector", "selection", "embed", "prefill", "denoise")}
+        return StageTimes(1.0, stages, [ms / 4] * 4, tokens, tokens + 20, 1000, 5)
+
+    plan = BenchPlan(["lavida_384", "shirg_fixed"], "lavida_384", rounds=3)
+    raw = {"lavida_384": [t(10, 729), t(12, 729)], "shirg_fixed": [t(20, 912)]}
+    warm = {"lavida_384": t(10, 729), "shirg_fixed": t(20, 912)}
+    report = summarize(raw, warm, plan, Model(), "tiny", cm.HARDWARE["cpu"])
+    assert report["rounds_done"] == 1
+    assert report["ratios"][0]["per_round"] == [2.0] and report["variants"]["lavida_384"]["latency_ms"] == 60
+    assert summarize({"lavida_384": []}, {}, plan, Model(), "tiny", cm.HARDWARE["cpu"]) == {"rounds_done": 0}
+
+
+def test_hardware_profile_by_device_name():
+    assert cm.hardware_for("cuda", "NVIDIA H200") == "h200"
+    assert cm.hardware_for("cuda", "NVIDIA H100 80GB HBM3") == "h100"
+    assert cm.hardware_for("cpu") == "cpu"
+    assert cm.HARDWARE["h200"].bytes_per_s > cm.HARDWARE["h100"].bytes_per_s
 
 
 def test_model_only_and_real_refused_on_cpu(capsys):

@@ -1,11 +1,16 @@
 """``shirg-bench``: stage latencies, peak memory, visual tokens and prefix-KV bytes per variant, with the cost
-model's predicted ratios beside the measured ones and PASS/MISS against the efficiency targets.
+model's predicted ratios beside the measured ones.
+
+Every cell (variant x cache on/off x prefix-KV dtype) is warmed up first; the timed rounds are then interleaved
+(a seeded shuffle per round by default), and each figure and each ratio is reported as median [min, max] over the
+rounds. A ratio whose spread across rounds is wider than its effect is flagged NOISY. Verdicts against the
+efficiency targets (PASS / MISS / UNCLEAR) are printed only at real LaViDa dims, which the targets are set for.
 
 Examples::
 
     shirg-bench --dims tiny --runs 3 --warmup 1 --json bench.json
     shirg-bench --dims small                     # real widths, 2 layers each: CPU minutes
-    shirg-bench --dims real                      # LLaDA-8B + so400m random-init bf16, CUDA only
+    shirg-bench --dims real --kv-dtype bf16 --kv-compare int8   # LLaDA-8B + so400m random-init bf16, CUDA only
     shirg-bench --pretrained /path/to/lavida     # a real checkpoint
     shirg-bench --model-only                     # the cost model at real dims, nothing run
 """
@@ -15,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,15 +27,10 @@ from typing import Any
 from tabulate import tabulate
 
 from . import cost_model as cm
+from .interleave import ORDERS
+from .tables import full_report
 
 DEFAULT_VARIANTS = ("lavida", "lavida_384", "lavida_672", "shirg_fixed", "shirg_original", "pool_k", "random_k")
-# (name, numerator, denominator, threshold): measured ratio <= threshold, except the cache speedup (>=)
-TARGETS = (
-    ("shirg_fixed / lavida_384 latency", "<=", 1.35),
-    ("shirg_fixed / lavida_672 latency", "<=", 0.5),
-    ("prefix cache on/off speedup (30 steps)", ">=", 5.0),
-    ("int8 / 16-bit prefix-KV bytes", "<=", 0.55),
-)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,17 +41,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pretrained", help="bench this checkpoint instead of random-init dims")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     p.add_argument("--baseline", default="lavida_384", help="ratios are against this variant, measured in the same run")
-    p.add_argument("--runs", type=int, default=3, help="timed runs per variant (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per variant")
+    p.add_argument("--runs", "--rounds", dest="runs", type=int, default=3,
+                   help="timed rounds; each round runs every cell once (median and [min, max] reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs of every cell, before any timed one")
+    p.add_argument("--order", choices=ORDERS, default="shuffle",
+                   help="cell order within a round: seeded shuffle per round (default), round robin, or "
+                        "sequential (one cell's runs back to back, for comparison only)")
     p.add_argument("--steps", type=int, default=30, help="denoising steps")
     p.add_argument("--gen-length", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=1, help="views per vision batch multiplier (decoding is batch 1)")
-    p.add_argument("--kv-dtype", default="auto", choices=["auto", "bf16", "fp16", "int8"])
+    p.add_argument("--kv-dtype", default="auto", choices=["auto", "bf16", "fp16", "int8"],
+                   help="prefix-KV storage of the main cells (auto: the model dtype)")
+    p.add_argument("--kv-compare", default="",
+                   help="other prefix-KV storage dtypes timed for every variant, e.g. int8 (ratios vs --kv-dtype)")
     p.add_argument("--cache-off-variants", default=None,
                    help="variants also timed without the prefix cache (default: baseline and shirg_fixed)")
+    p.add_argument("--random-init", action="store_true",
+                   help="build random weights directly on the device in the dims' dtype (what --dims real does) "
+                        "also at tiny dims, instead of the tiny checkpoint")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--hardware", choices=sorted(cm.HARDWARE), default=None,
-                   help="cost-model hardware profile for predictions (default: h100 on cuda, cpu otherwise)")
+                   help="cost-model hardware profile for predictions (default: h200 or h100 by the CUDA device's "
+                        "name, cpu otherwise)")
     p.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory run per variant")
     p.add_argument("--json", type=Path, help="write the full results here")
     p.add_argument("--model-only", action="store_true", help="print the cost model at --dims (default real) and exit")
@@ -95,173 +105,67 @@ def model_only(args: argparse.Namespace, explicit_dims: bool) -> dict[str, Any]:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from ..model.kv_cache import fill_prefix
-    from ..model.sampler import GenerationConfig
-    from .stages import VariantRunner, bench_image, build_bench_model, measure_peak_memory, median_times
+    from .measure import BenchPlan, peak_memory, prefix_kv_bytes, run_cells, summarize
+    from .stages import bench_image, build_bench_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     variants = [v for v in args.variants.split(",") if v]
     if args.baseline not in variants:
-        variants.insert(0, args.baseline)  # ratios need the baseline measured in the same run
-    cache_off = set((args.cache_off_variants or f"{args.baseline},shirg_fixed").split(",")) & set(variants)
-    model, tokenizer, model_desc = build_bench_model(args.dims, device, args.pretrained, args.seed)
+        variants.insert(0, args.baseline)  # ratios need the baseline measured in the same rounds
+    cache_off = args.cache_off_variants.split(",") if args.cache_off_variants else [args.baseline, "shirg_fixed"]
+    plan = BenchPlan(variants, args.baseline, [v for v in variants if v in cache_off], args.kv_dtype,
+                     [k for k in (args.kv_compare or "").split(",") if k], args.runs, args.warmup, args.seed,
+                     args.order, args.steps, args.gen_length, args.batch_size, not args.no_memory)
+    model, tokenizer, model_desc = build_bench_model(args.dims, device, args.pretrained, args.seed,
+                                                     random_init=args.random_init)
     dims_label = "checkpoint" if args.pretrained else args.dims
     image = bench_image()
-    config = GenerationConfig(gen_length=args.gen_length, steps=args.steps, kv_dtype=args.kv_dtype)
-    config_off = GenerationConfig(gen_length=args.gen_length, steps=args.steps, prefix_cache=False)
     dev = model.device
-    print(f"shirg-bench: {model_desc} on {dev} ({platform.processor() or platform.machine()}), "
-          f"{args.runs} runs after {args.warmup} warm-up, {args.steps} steps, gen {args.gen_length}, "
-          f"batch {args.batch_size}, kv {args.kv_dtype}", file=sys.stderr)
-
-    results: dict[str, dict[str, Any]] = {}
-    for name in variants:
-        runner = VariantRunner(model, tokenizer, name, seed=args.seed)
-        for _ in range(args.warmup):
-            runner.run(image, config, args.batch_size)
-        runs = [runner.run(image, config, args.batch_size) for _ in range(args.runs)]
-        med = median_times(runs)
-        front = med["vision_ms"] + med["projector_ms"] + med["selection_ms"]
-        row: dict[str, Any] = {
-            **med, "visual_tokens": runs[0].n_tokens, "prompt_positions": runs[0].prompt_positions,
-            "prefix_kv_bytes": runs[0].prefix_kv_bytes, "prefix_kv_mb": runs[0].prefix_kv_bytes / 2**20,
-            "selection_share_of_vision": med["selection_ms"] / front if front else 0.0,
-            "runs_latency_ms": [r.latency_ms for r in runs],
-        }
-        if name in cache_off:
-            if dev.type == "cuda":  # new shapes pick new kernels: one untimed no-cache run first
-                runner.run(image, config_off, args.batch_size)
-            off = [runner.run(image, config_off, args.batch_size) for _ in range(max(1, min(args.runs, 2)))]
-            row["nocache_denoise_ms"] = statistics.median(r.stages_ms["denoise"] for r in off)
-            row["nocache_latency_ms"] = statistics.median(r.latency_ms for r in off)
-            # on/off over the whole decode: the cache's own fill counts against it
-            row["cache_speedup"] = row["nocache_denoise_ms"] / (med["prefill_ms"] + med["denoise_ms"])
-        if not args.no_memory:
-            row["peak_memory"] = measure_peak_memory(lambda r=runner: r.run(image, config, args.batch_size), dev)
-        results[name] = row
-        print(f"  {name}: {row['latency_ms']:.1f} ms, {row['visual_tokens']} visual tokens", file=sys.stderr)
-
-    # prefix-KV bytes per storage dtype, on the baseline's prompt (bytes are deterministic: one fill each)
-    with torch.no_grad():
-        runner = VariantRunner(model, tokenizer, args.baseline, seed=args.seed)
-        from ..model.prompting import build_prompt_ids
-
-        views = runner.path.prepare(image)
-        embeds = runner._select(model.project(model.encode_views(views.pixel_values)), views,
-                                torch.Generator(device=dev).manual_seed(args.seed))
-        prompt = model.embed_prompt(build_prompt_ids(tokenizer, runner.question), embeds)
-        kv_bytes = {kd: fill_prefix(model, prompt, kd)[0].nbytes() for kd in ("auto", "bf16", "int8")}
-
-    # the cost model at the same dims and the measured geometry (token counts, prompt length)
-    hw = cm.HARDWARE[args.hardware or ("h100" if dev.type == "cuda" else "cpu")]
-    cdims = _dims_of(model, args.dims, dims_label)
-    text_tokens = results[args.baseline]["prompt_positions"] - results[args.baseline]["visual_tokens"]
-    geometry = {n: _geometry(n, results[n]["visual_tokens"], model) for n in variants}
-    pred = cm.predict(cdims, hw, geometry, text_tokens, args.gen_length, args.steps, args.kv_dtype)
-    pred_ratios = cm.ratios(pred, args.baseline)
-    base = results[args.baseline]
-    for name, row in results.items():
-        row["latency_ratio"] = row["latency_ms"] / base["latency_ms"]
-        row["predicted_latency_ratio"] = pred_ratios[name]["latency"]
-        row["kv_ratio"] = row["prefix_kv_bytes"] / base["prefix_kv_bytes"] if base["prefix_kv_bytes"] else None
-        row["predicted_kv_ratio"] = pred_ratios[name]["kv"]
-        if "peak_memory" in row and "peak_memory" in base and base["peak_memory"]["delta_gb"] > 0:
-            row["memory_delta_ratio"] = row["peak_memory"]["delta_gb"] / base["peak_memory"]["delta_gb"]
-            row["predicted_memory_beyond_weights_ratio"] = pred_ratios[name]["memory_beyond_weights"]
-
-    targets = _targets(results, kv_bytes, dims_label, pred)
-    report = {
+    hw = cm.HARDWARE[args.hardware or cm.hardware_for(dev.type, _device_name(dev))]
+    meta = {
         "mode": "measured", "dims": dims_label, "model": model_desc, "device": str(dev),
-        "dtype": str(model.dtype).replace("torch.", ""), "machine": platform.machine(),
-        "torch": torch.__version__, "baseline": args.baseline,
-        "config": {"runs": args.runs, "warmup": args.warmup, "steps": args.steps, "gen_length": args.gen_length,
-                   "batch_size": args.batch_size, "kv_dtype": args.kv_dtype,
+        "device_name": _device_name(dev), "dtype": str(model.dtype).replace("torch.", ""),
+        "machine": platform.machine(), "torch": torch.__version__, "baseline": args.baseline,
+        "config": {"runs": args.runs, "warmup": args.warmup, "order": args.order, "seed": args.seed,
+                   "steps": args.steps, "gen_length": args.gen_length, "batch_size": args.batch_size,
+                   "kv_dtype": args.kv_dtype, "kv_compare": plan.kv_compare, "cache_off": plan.cache_off,
                    "timer": "cuda events" if dev.type == "cuda" else "perf_counter (synchronised)"},
-        "variants": results, "prefix_kv_bytes_by_dtype": kv_bytes, "targets": targets,
-        "cost_model": {**cm.describe(cdims, hw), "predicted": pred, "predicted_ratios": pred_ratios},
     }
-    _print_report(report)
+    n_cells = len(plan.cells())
+    print(f"shirg-bench: {model_desc} on {dev} ({meta['device_name']}), {n_cells} cells x {args.runs} interleaved "
+          f"rounds ({args.order}) after {args.warmup} warm-up each, {args.steps} steps, gen {args.gen_length}, "
+          f"kv {args.kv_dtype}", file=sys.stderr)
+
+    def save(report: dict[str, Any], status: str) -> None:
+        if args.json:  # written after every round: a run stopped by a time limit keeps what it measured
+            _write_json(args.json, {**meta, **report, "status": status})
+
+    def on_round(i: int, raw, warm) -> None:
+        print(f"  round {i + 1}/{args.runs} done", file=sys.stderr)
+        save(summarize(raw, warm, plan, model, dims_label, hw), f"partial: {i + 1} of {args.runs} rounds")
+
+    raw, warm = run_cells(model, tokenizer, plan, image, on_round=on_round)
+    memory = peak_memory(model, tokenizer, plan, image) if plan.memory else None
+    kv_bytes = prefix_kv_bytes(model, tokenizer, args.baseline, image, args.seed)
+    report = {**meta, **summarize(raw, warm, plan, model, dims_label, hw, memory, kv_bytes), "status": "complete"}
+    save(report, "complete")
+    print("\n" + full_report(report))
     return report
 
 
-def _dims_of(model, dims_name: str, label: str) -> cm.BenchDims:
-    c = model.config
-    v = c.vision
-    dtype = str(model.dtype).replace("torch.", "")
-    return cm.BenchDims(label, c.d_model, c.n_heads, c.n_layers, c.mlp_hidden_size, c.vocab_size, v.hidden_size,
-                        v.intermediate_size, v.num_attention_heads, v.num_hidden_layers,
-                        dtype if dtype in ("float32", "bfloat16", "float16") else "float32", c.mm_hidden_size,
-                        v.patch_size)
+def _device_name(dev) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine()
 
 
-def _geometry(name: str, visual_tokens: int, model) -> cm.Geometry:
-    default = cm.DEFAULT_GEOMETRY.get(name, cm.Geometry(1, 672, visual_tokens, "shirg"))
-    views = default.views
-    if name == "lavida" and model.config.image_aspect_ratio != "anyres":
-        views = 1
-    return cm.Geometry(views, default.resolution, visual_tokens, default.selection)
-
-
-def _targets(results: dict[str, dict[str, Any]], kv_bytes: dict[str, int], dims: str,
-             pred: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    measured: list[float | None] = [None] * 4
-    predicted: list[float | None] = [None] * 4
-    if "shirg_fixed" in results:
-        s = results["shirg_fixed"]
-        if "lavida_384" in results:
-            measured[0] = s["latency_ms"] / results["lavida_384"]["latency_ms"]
-            predicted[0] = pred["shirg_fixed"]["latency_s"] / pred["lavida_384"]["latency_s"]
-        if "lavida_672" in results:
-            measured[1] = s["latency_ms"] / results["lavida_672"]["latency_ms"]
-            predicted[1] = pred["shirg_fixed"]["latency_s"] / pred["lavida_672"]["latency_s"]
-    speedups = {n: r["cache_speedup"] for n, r in results.items() if "cache_speedup" in r}
-    if speedups:
-        worst = min(speedups, key=speedups.get)
-        measured[2] = speedups[worst]
-        predicted[2] = pred[worst]["cache_speedup"]
-    measured[3] = kv_bytes["int8"] / kv_bytes["bf16"]
-    sixteen = next(iter(pred.values()))["kv_bytes"]
-    predicted[3] = sixteen["int8"] / sixteen["bf16"]
-    out = []
-    for (name, op, thr), m, p in zip(TARGETS, measured, predicted, strict=True):
-        status = "n/a" if m is None else ("PASS" if (m <= thr if op == "<=" else m >= thr) else "MISS")
-        if name.startswith("prefix cache") and speedups:
-            name = f"{name} [{worst}, worst of {sorted(speedups)}]"
-        out.append({"target": name, "threshold": f"{op} {thr}", "measured": m, "predicted": p, "status": status,
-                    "dims": dims})
-    return out
-
-
-def _fmt(x: Any, spec: str = ".2f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _print_report(r: dict[str, Any]) -> None:
-    base = r["baseline"]
-    print(f"\nshirg-bench [{r['dims']} dims: {r['model']}; {r['device']} {r['dtype']}; timer {r['config']['timer']}; "
-          f"median of {r['config']['runs']} runs after {r['config']['warmup']} warm-up; {r['config']['steps']} steps]")
-    rows = []
-    for name, v in r["variants"].items():
-        mem = v.get("peak_memory") or {}
-        rows.append([name, v["visual_tokens"], _fmt(v["preprocess_ms"], ".1f"), _fmt(v["vision_ms"], ".1f"),
-                     _fmt(v["projector_ms"], ".1f"), _fmt(v["selection_ms"], ".2f"), _fmt(v["prefill_ms"], ".1f"),
-                     _fmt(v["step_ms"], ".2f"), _fmt(v["denoise_ms"], ".1f"), _fmt(v["latency_ms"], ".1f"),
-                     _fmt(v.get("nocache_denoise_ms"), ".1f"), _fmt(v.get("cache_speedup")),
-                     f"{v['selection_share_of_vision'] * 100:.2f}%", _fmt(mem.get("delta_gb"), ".3f"),
-                     _fmt(v["prefix_kv_mb"], ".2f"), _fmt(v["latency_ratio"], ".3f"),
-                     _fmt(v["predicted_latency_ratio"], ".3f")])
-    mem_kind = next((v["peak_memory"]["kind"] for v in r["variants"].values() if "peak_memory" in v), "-")
-    print(tabulate(rows, headers=["variant", "vis tok", "preproc ms (CPU)", "vision ms", "proj ms", "select ms",
-                                  "prefill ms", "step ms", "denoise ms", "latency ms", "no-cache denoise ms",
-                                  "cache x", "select/vision", f"peak mem GB ({mem_kind} delta)", "prefix KV MB",
-                                  f"lat / {base}", f"pred lat / {base}"]))
-    kv = r["prefix_kv_bytes_by_dtype"]
-    print(f"\nprefix KV on {base}'s prompt: auto {kv['auto'] / 2**20:.3f} MB, bf16 {kv['bf16'] / 2**20:.3f} MB, "
-          f"int8 {kv['int8'] / 2**20:.3f} MB")
-    print(f"\ntargets [{r['dims']} dims; predicted = cost model at these dims, profile {r['cost_model']['hardware']['name']}]")
-    print(tabulate([[t["target"], t["threshold"], _fmt(t["measured"], ".3f"), _fmt(t["predicted"], ".3f"), t["status"],
-                     t["dims"]] for t in r["targets"]], headers=["target", "need", "measured", "predicted", "status",
-                                                                 "dims"]))
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report = model_only(args, explicit_dims) if args.model_only else bench(args)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        _write_json(args.json, report)
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
 

@@ -69,9 +69,19 @@ class Hardware:
 HARDWARE: dict[str, Hardware] = {
     # H100 SXM: 989 TFLOP/s bf16 dense, 3.35 TB/s HBM3; ~60% / ~80% achievable
     "h100": Hardware("h100", 0.6 * 989e12, 0.8 * 3.35e12),
+    # H200: the H100's arithmetic, 4.8 TB/s HBM3e; same achievable fractions
+    "h200": Hardware("h200", 0.6 * 989e12, 0.8 * 4.8e12),
     # a 2-core AVX2 CPU in fp32: rough, for ordering only
     "cpu": Hardware("cpu", 6e10, 1.5e10),
 }
+
+
+def hardware_for(device_type: str, device_name: str = "") -> str:
+    """The profile for a torch device: ``h200`` for a CUDA device named H200, ``h100`` for any other CUDA device
+    (the only GPU profile besides), ``cpu`` otherwise."""
+    if device_type != "cuda":
+        return "cpu"
+    return "h200" if "H200" in device_name.upper() else "h100"
 
 
 # ---------------------------------------------------------------------------------------------- costs

@@ -35,7 +35,8 @@ def measure(variant: str = "shirg_fixed", n_docs: int = 8, pretrained: str | Non
     records = make_chartqa(n_docs, seed=0)
     data = write_dataset(records, work / "chartqa", "parquet")
     env = dict(os.environ, SHIRG_CHARTQA_PATH=str(data), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    cmd = [str(Path(sys.executable).with_name("lmms_eval")), "--model", variant, "--model_args",
+    # ``python -m`` rather than the console script: also runs from a source tree or a --target install
+    cmd = [sys.executable, "-m", "shirg_eval.harness.cli", "--model", variant, "--model_args",
            f"pretrained={pretrained},gen_length={gen_length},pictures=0", "--tasks", "chartqa_200",
            "--limit", str(n_docs), "--output_path", str(work / "out"), "--log_samples"]
     started = time.perf_counter()
@@ -66,6 +67,8 @@ def measure(variant: str = "shirg_fixed", n_docs: int = 8, pretrained: str | Non
     return {
         "variant": variant, "docs": len(common), "harness_ms_per_sample": h / len(common),
         "direct_ms_per_sample": d / len(common), "overhead": h / d - 1.0,
+        "overhead_ms_per_sample": (h - d) / len(common), "device": pipe.describe()["device"],
+        "dtype": pipe.describe()["dtype"],
         "harness_median_ms": median(harness[u] for u in common), "direct_median_ms": median(direct[u] for u in common),
         "lmms_eval_wall_s": harness_wall, "prompts_checked": len(prompts),
     }
@@ -73,7 +76,9 @@ def measure(variant: str = "shirg_fixed", n_docs: int = 8, pretrained: str | Non
 
 def report(result: dict[str, Any]) -> str:
     verdict = "PASS" if result["overhead"] <= 0.03 else "MISS"
-    return (f"harness overhead ({result['variant']}, {result['docs']} docs, warm-up excluded): "
+    return (f"harness overhead ({result['variant']}, {result['docs']} docs, warm-up excluded, "
+            f"{result.get('device', '?')} {result.get('dtype', '')}): "
             f"lmms_eval {result['harness_ms_per_sample']:.1f} ms/sample vs direct {result['direct_ms_per_sample']:.1f} "
-            f"ms/sample -> {result['overhead'] * 100:+.1f}% [{verdict} target <= +3%]; "
+            f"ms/sample -> {result['overhead'] * 100:+.1f}% ({result.get('overhead_ms_per_sample', 0.0):+.2f} ms "
+            f"per sample) [{verdict} target <= +3%]; "
             f"lmms_eval start-up and I/O: {result['lmms_eval_wall_s']:.1f} s wall for the whole command")

@@ -9,9 +9,7 @@ visual block into the prompt), ``prefill`` (prefix-cache fill), ``denoise`` (all
 
 from __future__ import annotations
 
-import math
 import resource
-import statistics
 import tempfile
 import threading
 import time
@@ -49,9 +47,13 @@ def bench_config(dims: BenchDims, mask_id: int, eos_id: int) -> LavidaConfig:
     return LavidaConfig.from_dict(raw, vision)
 
 
-def build_bench_model(dims_name: str, device: str, pretrained: str | None = None, seed: int = 0
-                      ) -> tuple[LavidaModel, Any, str]:
-    """(model, tokenizer, description). ``pretrained`` wins over dims; ``real`` refuses to run on a CPU."""
+def build_bench_model(dims_name: str, device: str, pretrained: str | None = None, seed: int = 0,
+                      random_init: bool = False) -> tuple[LavidaModel, Any, str]:
+    """(model, tokenizer, description). ``pretrained`` wins over dims; ``real`` refuses to run on a CPU.
+
+    ``tiny`` loads the tiny checkpoint unless ``random_init``; other dims (and ``random_init``) build random
+    weights directly on the device in the dims' dtype, with no loader and no host copy.
+    """
     if pretrained:
         model = LavidaModel.from_pretrained(pretrained, device=device)
         return model.eval(), load_tokenizer(getattr(model, "checkpoint_path", pretrained)), f"checkpoint {pretrained}"
@@ -59,7 +61,7 @@ def build_bench_model(dims_name: str, device: str, pretrained: str | None = None
     if dims_name == "real" and not device.startswith("cuda"):
         raise SystemExit("--dims real builds LLaDA-8B + SigLIP so400m in bf16 (~17 GB of weights) and needs a CUDA "
                          "GPU; on a CPU use --dims small, or --model-only for the cost model at real dims")
-    if dims_name == "tiny":
+    if dims_name == "tiny" and not random_init:
         # the tiny checkpoint itself (its init makes logits position- and image-dependent, like the tests')
         path = make_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="shirg-bench-tiny-")) / "ckpt", seed=seed)
         model = LavidaModel.from_pretrained(path, device=device, dtype=torch.float32)
@@ -73,7 +75,7 @@ def build_bench_model(dims_name: str, device: str, pretrained: str | None = None
     try:  # built directly on the device in its dtype: no 32 GB fp32 copy of the 8B model on the host
         torch.set_default_dtype(dtype)
         with torch.device(device):
-            model = LavidaModel(config)
+            model = LavidaModel(config, attn_implementation="sdpa")  # what the loader picks
     finally:
         torch.set_default_dtype(previous)
     return model.eval(), tokenizer, f"{dims_name} dims, random init, {dims.dtype}"
@@ -217,15 +219,3 @@ def measure_peak_memory(fn: Callable[[], object], device: torch.device) -> dict[
         fn()
     return {"kind": "cpu_rss_sampled_2ms", "peak_gb": rss.peak / 2**30, "delta_gb": rss.delta_gb,
             "ru_maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-
-
-# ---------------------------------------------------------------------------------------------- summaries
-def median_times(runs: list[StageTimes]) -> dict[str, Any]:
-    """Per-stage medians over the timed runs (warm-ups are never passed in)."""
-    med = {f"{s}_ms": statistics.median(r.stages_ms[s] for r in runs) for s in MODEL_STAGES}
-    steps = [t for r in runs for t in r.step_ms]
-    med["step_ms"] = statistics.median(steps) if steps else math.nan
-    med["latency_ms"] = statistics.median(r.latency_ms for r in runs)
-    med["preprocess_ms"] = statistics.median(r.preprocess_ms for r in runs)
-    med["n_steps"] = len(runs[0].step_ms)
-    return med

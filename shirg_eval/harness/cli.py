@@ -86,6 +86,17 @@ def _watch_failures(failures: list[str]) -> None:
     lmms_main.cli_evaluate_single = watched
 
 
+def _register_models() -> None:
+    """Register the SHIRG models directly, as the ``lmms_eval.models`` entry point does for an installed package:
+    the same manifests, so a source tree or a ``pip install --target`` copy without entry points resolves them too."""
+    from lmms_eval.models import MODEL_REGISTRY_V2
+
+    from .registration import manifests
+
+    for manifest in manifests():
+        MODEL_REGISTRY_V2.register_manifest(manifest, overwrite=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help"):
@@ -98,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
 
     from lmms_eval.__main__ import cli_evaluate, parse_eval_args
+    _register_models()
     sys.argv = ["lmms_eval", *argv]
     _, args = parse_eval_args()
     user_paths = args.include_path if isinstance(args.include_path, list) else [args.include_path]
