@@ -150,3 +150,26 @@ def test_fastv_through_the_pipeline_records_its_cost(tiny_checkpoint, tiny_model
     assert answer.info["prefix_kv_mb"] < baseline.info["prefix_kv_mb"]
     with pytest.raises(ValueError, match="prefix_cache=true"):
         pipe.answer(chart, QUESTION, GenerationConfig(gen_length=8, prefix_cache=False))
+
+
+@pytest.mark.slow
+def test_methods_sweep_runs_every_method_at_the_same_lm_side_budgets(tiny_model, chart):
+    """configs/sweeps/methods.yaml: every method's cells feed the LM exactly 912, 768, 576 and 256 visual tokens."""
+    from collections import defaultdict
+    from pathlib import Path
+
+    from shirg_eval.report.sweep import load_sweep
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "methods.yaml")
+    budgets: dict[str, set[int]] = defaultdict(set)
+    for cell in sweep.cells:
+        if cell.model in ("lavida", "lavida_384", "lavida_672"):
+            continue
+        args = dict(cell.model_args)
+        with torch.no_grad():
+            visual = VisualPath(tiny_model, cell.model, **args)(chart)
+        tokens = args["k"] if cell.model == "fastv" else visual.n_tokens  # FastV narrows inside the LM
+        assert cell.name.endswith(f"_k{tokens}"), (cell.name, tokens)
+        budgets[cell.name.rsplit("_k", 1)[0]].add(tokens)
+    assert len(budgets) == 12  # shirg_fixed, pool_k, random_k, 8 reducers and HiRED on anyres
+    assert all(b == {912, 768, 576, 256} for b in budgets.values()), budgets
