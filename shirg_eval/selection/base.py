@@ -87,6 +87,10 @@ class Selector:
             return self.select(tokens, grid_hw, text_embeds=text_embeds, generator=generator)
         return self.select(tokens, grid_hw, text_embeds=text_embeds, generator=generator, context=context)
 
+    def needs_for(self, multi_view: bool) -> SelectorNeeds:
+        """What to compute for this input path (a selector may need less on a single view than on anyres)."""
+        return self.needs
+
     def require_context(self, context: SelectionContext | None, tokens: Tensor) -> SelectionContext:
         """The context, or a clear error when the selector is called without the inputs it declared."""
         if context is None:

