@@ -202,3 +202,14 @@ def test_anyres_order_puts_the_tile_map_in_raster_order():
     order = anyres_order(side, (cols, rows)).tolist()
     # views stacked [v0: 0..3, tile0: 4..7, tile1: 8..11]; map row 0 = tile0 row 0, tile1 row 0, ...
     assert order == [0, 1, 2, 3, 4, 5, 8, 9, 6, 7, 10, 11]
+
+
+def test_trainer_refuses_in_lm_variants_and_takes_vision_side_reducers():
+    from pathlib import Path
+
+    from shirg_eval.training.config import ConfigError, load_config
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny_cpu.yaml"
+    assert load_config(tiny, {"variant": "visionzip"}).variant == "visionzip"
+    with pytest.raises(ConfigError, match="selects inside the LM prefill"):
+        load_config(tiny, {"variant": "fastv"})

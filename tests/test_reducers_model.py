@@ -173,3 +173,21 @@ def test_methods_sweep_runs_every_method_at_the_same_lm_side_budgets(tiny_model,
         budgets[cell.name.rsplit("_k", 1)[0]].add(tokens)
     assert len(budgets) == 12  # shirg_fixed, pool_k, random_k, 8 reducers and HiRED on anyres
     assert all(b == {912, 768, 576, 256} for b in budgets.values()), budgets
+
+
+def test_fastv_kept_tokens_carry_gradients_to_the_projector(tiny_model, tiny_tokenizer, chart):
+    from shirg_eval.selection.selectors.fastv import FastVResult
+
+    path = VisualPath(tiny_model, "fastv", k=50)
+    tiny_model.zero_grad(set_to_none=True)
+    visual = path(chart)  # with grad: every token, as the LM's first layers see them
+    ids = build_prompt_ids(tiny_tokenizer, QUESTION)
+    hook = path.lm_prefill(ids, visual)
+    with torch.no_grad():
+        hook.result = fastv_prefill(tiny_model, tiny_model.embed_prompt(ids, visual.embeds), hook.visual_span, 50)
+    assert isinstance(hook.result, FastVResult)
+    kept = hook.apply(visual)
+    assert kept.n_tokens == 50 and torch.equal(kept.kept_indices, hook.result.kept)
+    kept.embeds.square().sum().backward()
+    assert tiny_model.mm_projector[0].weight.grad.abs().sum() > 0
+    tiny_model.zero_grad(set_to_none=True)
