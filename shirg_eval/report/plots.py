@@ -97,11 +97,13 @@ def accuracy_vs_tokens_by_method(lb: Leaderboard, task: str, out: Path) -> list[
     if not curves:
         return []
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, points in curves.items():
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours; markers also vary, so >10 curves stay apart
+    for i, (name, points) in enumerate(curves.items()):
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         yerr = [[max(p[1] - p[2], 0.0) if not math.isnan(p[2]) else 0.0 for p in points],
                 [max(p[3] - p[1], 0.0) if not math.isnan(p[3]) else 0.0 for p in points]]
-        ax.errorbar(xs, ys, yerr=yerr, fmt="o-" if len(points) > 1 else "s", capsize=3, label=name, markersize=4)
+        ax.errorbar(xs, ys, yerr=yerr, marker="osD^vP*Xh<>"[i % 11], linestyle="-" if len(points) > 1 else "none",
+                    color=colors[i % len(colors)], capsize=3, label=name, markersize=4)
     ax.set_xlabel("visual tokens the LM receives (mean)")
     ax.set_ylabel(f"{task} {label} (95% CI)")
     ax.set_title(f"{task}: {label} vs visual tokens, per method")
