@@ -106,7 +106,10 @@ class ShirgPipeline:
         visual = self.path.encode(views, self.question_embeds(question if query is None else query), self.generator)
         prompt = model.embed_prompt(prompt_ids, visual.embeds)
         t_vis = _sync(device)
-        out = generate(model, prompt, config, generator=self.generator)
+        lm_prefill = self.path.lm_prefill(prompt_ids, visual)  # FastV: selection inside the LM prefill
+        out = generate(model, prompt, config, generator=self.generator, prefill=lm_prefill)
+        if lm_prefill is not None:
+            visual = lm_prefill.apply(visual)  # what the LM kept, and the prefill cost FastV added
         text = decode_answer(self.tokenizer, out.ids, model.config.mask_token_id)
         end = _sync(device)
         if device.type == "cuda":

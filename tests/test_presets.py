@@ -71,7 +71,8 @@ def test_unknown_variant_and_release_arguments(tiny_model, chart):
     with torch.no_grad(), pytest.raises(ValueError, match="k=5000"):
         VisualPath(tiny_model, "shirg_fixed", k=5000)(chart)  # more than the 2304 tokens
     assert set(VARIANTS) == {"lavida", "lavida_384", "lavida_672", "shirg_fixed", "shirg_original", "pool_k",
-                             "random_k"}
+                             "random_k", "visionzip", "divprune", "dart", "hired", "prumerge", "prumerge_plus",
+                             "tome", "fastv"}
 
 
 def test_viz_cli(tiny_checkpoint, chart, tmp_path):

@@ -117,6 +117,11 @@ class VariantRunner:
                  **variant_params: Any):
         self.model, self.tokenizer, self.question = model, tokenizer, question
         self.path = VisualPath(model, variant, **variant_params)
+        if self.path.selector is not None and self.path.selector.needs.uses_context:
+            raise ValueError(
+                f"shirg-bench times the stages of projected-token selectors; {variant!r} declares "
+                f"{self.path.selector.needs} -- measure it with `python -m shirg_eval.bench.selection_bench`"
+            )
         self.seed = seed
 
     @torch.no_grad()

@@ -40,6 +40,8 @@ class ShirgLavidaLMM(lmms):
             extra["selector"] = self.args.selector
         if self.args.resolution:
             extra["resolution"] = self.args.resolution
+        if self.args.anyres:
+            extra["anyres"] = True
         try:
             self.pipeline = ShirgPipeline(
                 self.args.pretrained, self.variant, lora=self.args.lora,

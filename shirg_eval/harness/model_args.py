@@ -26,6 +26,8 @@ class ModelArgs:
     merge: str | None = None  # shirg_original: one_hop (default) | kept_components | none
     selector: str | None = None
     resolution: int | None = None
+    anyres: bool | None = None  # reducers: LaViDa's anyres views (unpooled) instead of one square view
+    lm_layers: int | None = None  # fastv: LM layers that see every visual token before the ranking
     gen_length: int | None = None  # default: the task's max_new_tokens (ChartQA 16, DocVQA 32)
     steps: int | None = None  # default: gen_length (LaViDa)
     block_length: int | None = None  # default: min(128, gen_length)
@@ -40,7 +42,7 @@ class ModelArgs:
     journal: str | None = None  # directory of the resume journal (the lmms_eval command sets one per output_path)
 
     def selector_params(self) -> dict[str, Any]:
-        names = ("k", "scaffold", "alpha", "coverage", "merge")
+        names = ("k", "scaffold", "alpha", "coverage", "merge", "lm_layers")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -82,7 +84,7 @@ def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
     args = ModelArgs(**values)
     if args.kv_dtype not in KV_DTYPES:
         raise ValueError(f"--model {variant}: kv_dtype={args.kv_dtype!r} is not one of {KV_DTYPES}")
-    for name in ("k", "gen_length", "steps", "block_length", "resolution"):
+    for name in ("k", "gen_length", "steps", "block_length", "resolution", "lm_layers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--model {variant}: model_args {name} must be >= 1, got {value}")

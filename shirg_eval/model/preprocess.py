@@ -82,15 +82,20 @@ def select_best_resolution(image_size: tuple[int, int], pinpoints: list[list[int
     return best
 
 
-def resize_and_pad(image: Image.Image, target: tuple[int, int]) -> Image.Image:
-    """Fit inside ``target`` (width, height) keeping the aspect ratio, centred on black (LLaVA-NeXT anyres)."""
-    width, height = image.size
+def fitted_size(image_size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of an ``image_size`` image resized to fit inside ``target`` keeping its aspect ratio."""
+    width, height = image_size
     target_w, target_h = target
     scale_w, scale_h = target_w / width, target_h / height
     if scale_w < scale_h:
-        new_w, new_h = target_w, min(math.ceil(height * scale_w), target_h)
-    else:
-        new_w, new_h = min(math.ceil(width * scale_h), target_w), target_h
+        return target_w, min(math.ceil(height * scale_w), target_h)
+    return min(math.ceil(width * scale_h), target_w), target_h
+
+
+def resize_and_pad(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Fit inside ``target`` (width, height) keeping the aspect ratio, centred on black (LLaVA-NeXT anyres)."""
+    target_w, target_h = target
+    new_w, new_h = fitted_size(image.size, target)
     canvas = Image.new("RGB", (target_w, target_h), (0, 0, 0))
     canvas.paste(image.resize((new_w, new_h), Image.Resampling.BICUBIC), ((target_w - new_w) // 2, (target_h - new_h) // 2))
     return canvas

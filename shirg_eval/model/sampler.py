@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .kv_cache import KV_DTYPES, cache_bytes, fill_prefix
+from .kv_cache import KV_DTYPES, PrefixCache, cache_bytes, fill_prefix
 
 __all__ = ["GenerationConfig", "GenerationOutput", "StageClock", "cache_bytes", "commit_step", "generate", "transfer_counts"]
 
@@ -136,8 +136,13 @@ class StageClock:
 def generate(model, prompt_embeds: torch.Tensor, config: GenerationConfig | None = None, *,
              mask_id: int | None = None, generator: torch.Generator | None = None,
              on_step_logits: Callable[[torch.Tensor], None] | None = None,
-             record_history: bool = False) -> GenerationOutput:
-    """Decode an answer after ``prompt_embeds`` ``[1, Lp, D]`` (image+prompt embeddings)."""
+             record_history: bool = False,
+             prefill: Callable[..., PrefixCache] | None = None) -> GenerationOutput:
+    """Decode an answer after ``prompt_embeds`` ``[1, Lp, D]`` (image+prompt embeddings).
+
+    ``prefill(model, prompt_embeds, kv_dtype) -> PrefixCache`` replaces the plain prefix prefill (an in-LM reducer
+    such as FastV drops visual tokens there); answer positions stay ``Lp .. Lp + gen_length - 1`` either way.
+    """
     config = config or GenerationConfig()
     block, n_blocks, per_block = config.resolved()
     if prompt_embeds.shape[0] != 1:
@@ -157,8 +162,11 @@ def generate(model, prompt_embeds: torch.Tensor, config: GenerationConfig | None
     clock = StageClock(device)
     clock.mark()
     cache = None
+    if prefill is not None and not config.prefix_cache:
+        raise ValueError("this prefill (an in-LM reducer such as fastv) prunes the prefix cache: use prefix_cache=true")
     if config.prefix_cache:
-        cache, _ = fill_prefix(model, prompt_embeds, config.kv_dtype)
+        cache = prefill(model, prompt_embeds, config.kv_dtype) if prefill else fill_prefix(model, prompt_embeds,
+                                                                                            config.kv_dtype)[0]
         out.n_forward += 1
         out.prefix_cache_bytes = cache_bytes(cache)
     clock.mark()

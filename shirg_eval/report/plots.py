@@ -80,6 +80,62 @@ def scatter_plot(
     return _save(fig, out, stem)
 
 
+# model_args that set a row's token budget: rows differing only in these lie on one method's curve.
+BUDGET_ARGS = frozenset({"k", "scaffold"})
+
+
+def method_of(variant: str, settings: str, lora: str | None = None) -> str:
+    """The curve a leaderboard row belongs to: its variant and settings without the budget arguments."""
+    from shirg_eval.report.results import parse_model_args
+
+    rest = {k: v for k, v in parse_model_args(settings).items() if k not in BUDGET_ARGS}
+    label = variant + (f"[{','.join(f'{k}={v}' for k, v in sorted(rest.items()))}]" if rest else "")
+    return label + (f"@{lora}" if lora else "")
+
+
+def method_curves(lb: Leaderboard, task: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """``{method: [(tokens, headline, ci_low, ci_high), ...]}`` sorted by tokens; rows without numbers skipped."""
+    metric, _ = lb.headlines[task]
+    df = lb.raw
+    tokens_col = f"{task}.visual_tokens" if f"{task}.visual_tokens" in df.columns else "visual_tokens"
+    curves: dict[str, list[tuple[float, float, float, float]]] = {}
+    for i in range(len(df)):
+        x, y = float(df[tokens_col].iloc[i]), float(df[f"{task}.{metric}"].iloc[i])
+        if math.isnan(x) or math.isnan(y):
+            continue
+        lo, hi = df[f"{task}.{metric}.ci_low"].iloc[i], df[f"{task}.{metric}.ci_high"].iloc[i]
+        lora = df["lora"].iloc[i]
+        key = method_of(df["variant"].iloc[i], df["settings"].iloc[i] or "", lora if isinstance(lora, str) else None)
+        curves.setdefault(key, []).append((x, y, float(lo), float(hi)))
+    return {name: sorted(points) for name, points in sorted(curves.items())}
+
+
+def accuracy_vs_tokens_by_method(lb: Leaderboard, task: str, out: Path) -> list[Path]:
+    """One plot per task: headline metric (95% CI) against the LM-side visual tokens, one curve per method.
+
+    Rows of the same variant at different budgets (``k``, ``scaffold``) form a curve; a method run at one budget
+    (e.g. ``lavida``, ``lavida_384``) is a single marker.
+    """
+    _, label = lb.headlines[task]
+    curves = method_curves(lb, task)
+    if not curves:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours; markers also vary, so >10 curves stay apart
+    for i, (name, points) in enumerate(curves.items()):
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        yerr = [[max(p[1] - p[2], 0.0) if not math.isnan(p[2]) else 0.0 for p in points],
+                [max(p[3] - p[1], 0.0) if not math.isnan(p[3]) else 0.0 for p in points]]
+        ax.errorbar(xs, ys, yerr=yerr, marker="osD^vP*Xh<>"[i % 11], linestyle="-" if len(points) > 1 else "none",
+                    color=colors[i % len(colors)], capsize=3, label=name, markersize=4)
+    ax.set_xlabel("visual tokens the LM receives (mean)")
+    ax.set_ylabel(f"{task} {label} (95% CI)")
+    ax.set_title(f"{task}: {label} vs visual tokens, per method")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, out, f"accuracy_vs_tokens_by_method_{task}")
+
+
 def memory_plot(lb: Leaderboard, out: Path) -> list[Path]:
     """Peak memory per row, one bar per task (hatched: CPU RSS, plain: GPU allocated)."""
     df = lb.raw
@@ -157,6 +213,7 @@ def write_plots(lb: Leaderboard, out: Path) -> tuple[list[Path], list[str]]:
             lb, task, f"{task}.visual_tokens", f"{task} visual tokens (mean)", f"accuracy_vs_tokens_{task}", out,
             group_by="variant",
         )
+        files += accuracy_vs_tokens_by_method(lb, task, out)
     mem = memory_plot(lb, out)
     if not mem:
         notes.append("no peak-memory numbers; memory plot skipped")

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from .context import SelectionContext, SelectorNeeds
 
 __all__ = [
     "SelectionResult",
     "Selector",
     "check_bool",
+    "check_budget",
     "check_float",
     "check_int",
     "check_scaffold",
@@ -49,9 +52,14 @@ class SelectionResult:
 
 
 class Selector:
-    """Base class; subclasses register with ``@register_selector(name)`` which sets ``name``."""
+    """Base class; subclasses register with ``@register_selector(name)`` which sets ``name``.
+
+    ``needs`` declares what the selector wants beyond projected tokens (see :mod:`.context`); a selector that
+    declares anything receives ``context=`` in :meth:`select`, the others are called exactly as before.
+    """
 
     name: str = "base"
+    needs: ClassVar[SelectorNeeds] = SelectorNeeds()
 
     def __init__(self, **params: Any) -> None:
         # Subclasses validate their own parameters and pass the cleaned values here so that
@@ -73,8 +81,28 @@ class Selector:
         grid_hw: tuple[int, int],
         text_embeds: Tensor | None = None,
         generator: torch.Generator | None = None,
+        context: SelectionContext | None = None,
     ) -> SelectionResult:
-        return self.select(tokens, grid_hw, text_embeds=text_embeds, generator=generator)
+        if not self.needs.uses_context:
+            return self.select(tokens, grid_hw, text_embeds=text_embeds, generator=generator)
+        return self.select(tokens, grid_hw, text_embeds=text_embeds, generator=generator, context=context)
+
+    def needs_for(self, multi_view: bool) -> SelectorNeeds:
+        """What to compute for this input path (a selector may need less on a single view than on anyres)."""
+        return self.needs
+
+    def require_context(self, context: SelectionContext | None, tokens: Tensor) -> SelectionContext:
+        """The context, or a clear error when the selector is called without the inputs it declared."""
+        if context is None:
+            raise ValueError(
+                f"selector {self.name!r} needs {self.needs}; run it through VisualPath (which computes them) or "
+                "pass context=SelectionContext(...)"
+            )
+        if context.layout.view_of.shape[0] != tokens.shape[1]:
+            raise ValueError(
+                f"context layout covers {context.layout.view_of.shape[0]} tokens but tokens has {tokens.shape[1]}"
+            )
+        return context
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -114,6 +142,12 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_budget(k: int, n: int, who: str) -> None:
+    """``k`` LM-side tokens out of ``n`` candidates: a clear error when it cannot be met exactly."""
+    if k > n:
+        raise ValueError(f"{who}: k={k} exceeds the number of visual tokens ({n}); choose k <= {n}")
 
 
 def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:

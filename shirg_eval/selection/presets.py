@@ -1,8 +1,10 @@
-"""Named variants: which view(s) an image becomes and which selector trims the projected tokens.
+"""Named variants: which view(s) an image becomes and which selector trims the visual tokens.
 
 ``lavida`` is the released model's own path (anyres tiles, pooled, newlines). Every other variant runs one
-square view through SigLIP (672 px with bicubic position-embedding interpolation, or 384 px), projects *all*
-its tokens, then lets a selector choose what the language model sees.
+square view through SigLIP (672 px with bicubic position-embedding interpolation, or 384 px) -- or, with
+``anyres=True`` and a selector that supports it, LaViDa's anyres views unpooled -- then lets a selector choose
+what the language model sees. The selector's declared needs (:mod:`.context`) decide what is computed: projected
+tokens (the default), pre-projector features, one or two tower layers' attention, or an in-LM prefill (FastV).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 
 import torch
 
-from ..model.lavida import VisualSequence
+from ..model.lavida import IMAGE_TOKEN_INDEX, VisualSequence
 from ..model.preprocess import ImageViews
-from .registry import build_selector
+from .inputs import selector_inputs
+from .registry import available_selectors, build_selector, get_selector
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,19 @@ VARIANTS: dict[str, VariantSpec] = {
                     "shirg_original"),
         VariantSpec("pool_k", "672 px, equal-count average pooling to K tokens", 672, "pool_k", {"k": 768}),
         VariantSpec("random_k", "672 px, seeded random K with 4x4 coverage", 672, "random_k", {"k": 768}),
+        # The field's reducers (one file each under selectors/); k = visual tokens the LM receives.
+        VariantSpec("visionzip", "672 px, VisionZip: dominant by attention + merged contextual tokens", 672,
+                    "visionzip", {"k": 768}),
+        VariantSpec("divprune", "672 px, DivPrune: greedy max-min cosine diversity", 672, "divprune", {"k": 768}),
+        VariantSpec("dart", "672 px, DART (pre-LM): pivots + least-duplicated tokens", 672, "dart", {"k": 768}),
+        VariantSpec("hired", "672 px (anyres=true: per-view budgets), HiRED: attention-guided dropping", 672,
+                    "hired", {"k": 768}),
+        VariantSpec("prumerge", "672 px, PruMerge: IQR attention outliers + merging", 672, "prumerge", {"k": 768}),
+        VariantSpec("prumerge_plus", "672 px, PruMerge+: outliers + spatial samples + merging", 672, "prumerge",
+                    {"k": 768, "plus": True}),
+        VariantSpec("tome", "672 px, ToMe: bipartite soft matching down to K", 672, "tome", {"k": 768}),
+        VariantSpec("fastv", "672 px, FastV in the LM: rank by text attention after 2 layers, keep K", 672, "fastv",
+                    {"k": 768}),
     )
 }
 
@@ -61,15 +77,16 @@ class VisualPath:
     """
 
     def __init__(self, model, variant: str = "lavida", *, selector: str | None = None, resolution: int | None = None,
-                 view_mode: str = "resize", **selector_params: Any):
+                 view_mode: str = "resize", anyres: bool = False, **selector_params: Any):
         self.model = model
         self.spec = get_variant(variant)
         self.resolution = resolution or self.spec.resolution
-        if self.spec.resolution is None and (selector or selector_params or resolution):
+        if self.spec.resolution is None and (selector or selector_params or resolution or anyres):
+            given = sorted(selector_params) + [n for n, v in (("selector", selector), ("resolution", resolution),
+                                                             ("anyres", anyres)) if v]
             raise ValueError(
-                f"variant 'lavida' is the released path and takes no selector/k/resolution arguments "
-                f"(got {sorted(selector_params) + (['selector'] if selector else []) + (['resolution'] if resolution else [])}); "
-                "use lavida_672 / shirg_fixed / pool_k / random_k with a selector instead"
+                f"variant 'lavida' is the released path and takes no selector/k/resolution/anyres arguments "
+                f"(got {given}); use lavida_672 / shirg_fixed / pool_k / random_k or a reducer instead"
             )
         self.selector_name = selector or self.spec.selector
         params = {**self.spec.selector_params, **selector_params}
@@ -80,17 +97,35 @@ class VisualPath:
         self.view_mode = view_mode
         if self.resolution is not None and not 14 <= self.resolution <= 2048:
             raise ValueError(f"resolution must be between 14 and 2048 px, got {self.resolution}")
+        self.anyres = bool(anyres)
+        if self.anyres and self.selector is not None and not self.selector.needs.multi_view:
+            multi = [n for n in available_selectors() if get_selector(n).needs.multi_view]
+            raise ValueError(
+                f"selector {self.selector_name!r} works on one square grid and does not take anyres=true; "
+                f"selectors that do: {', '.join(multi)}"
+            )
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def describe(self) -> dict[str, Any]:
-        return {"variant": self.spec.name, "resolution": self.resolution, "selector": self.selector_name,
-                "selector_params": dict(self.selector_params), "view_mode": self.view_mode}
+        info = {"variant": self.spec.name, "resolution": None if self.anyres else self.resolution,
+                "selector": self.selector_name, "selector_params": dict(self.selector_params),
+                "view_mode": self.view_mode}
+        if self.anyres:
+            info["anyres"] = True
+        return info
+
+    @property
+    def in_lm(self) -> bool:
+        """Whether the selector chooses inside the LM prefill (FastV) rather than on the visual side."""
+        return self.selector is not None and self.selector.needs.lm_layers > 0
 
     def prepare(self, image) -> ImageViews:
         proc = self.model.image_processor
+        if self.anyres:
+            return proc.anyres(image)
         if self.resolution is None:
             mode = self.model.config.image_aspect_ratio
             return proc.anyres(image) if mode == "anyres" else proc.pad(image)
@@ -99,17 +134,29 @@ class VisualPath:
     def encode(self, views: ImageViews, text_embeds: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> VisualSequence:
         model = self.model
-        if self.resolution is None:
+        if self.resolution is None and not self.anyres:
             embeds = model.release_embeds(views)
             return VisualSequence(embeds, views, info={**self.describe(), "n_views": int(views.pixel_values.shape[0])})
-        tokens = model.encode_images(views.pixel_values)  # [1, H*W, D]: projector on every token first
-        side = self.resolution // model.config.vision.patch_size  # SigLIP's conv floors (384 -> 27)
+        inputs = selector_inputs(model, views, self.selector.needs_for(self.anyres), anyres=self.anyres)
         if text_embeds is not None and text_embeds.dim() == 2:
             text_embeds = text_embeds[None]
-        result = self.selector.select(tokens, (side, side), text_embeds=text_embeds, generator=generator)
-        info = {**self.describe(), **result.info, "grid": [side, side]}
-        return VisualSequence(result.tokens[0], views, grid_hw=(side, side), kept_indices=result.kept_indices[0],
-                              info=info)
+        if inputs.in_feature_space:
+            text_embeds = None  # LM-width text cannot meet pre-projector features; no such selector reads text
+        result = self.selector(inputs.tokens, inputs.grid_hw, text_embeds=text_embeds, generator=generator,
+                               context=inputs.context)
+        embeds = model.project(result.tokens[0]) if inputs.in_feature_space else result.tokens[0]
+        info = {**self.describe(), **result.info, "grid": list(inputs.grid_hw)}
+        if self.anyres:
+            info["n_views"] = int(views.pixel_values.shape[0])
+        return VisualSequence(embeds, views, grid_hw=inputs.grid_hw, kept_indices=result.kept_indices[0], info=info)
+
+    def lm_prefill(self, prompt_ids: torch.Tensor, visual: VisualSequence):
+        """The sampler's ``prefill`` hook for an in-LM selector (FastV) on this prompt, else None."""
+        if not self.in_lm:
+            return None
+        ids = prompt_ids.flatten()
+        start = int((ids == IMAGE_TOKEN_INDEX).nonzero()[0])
+        return self.selector.prefill_for((start, start + visual.n_tokens))
 
     def __call__(self, image, text_embeds: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> VisualSequence:

@@ -31,15 +31,38 @@ def selection_picture(pipeline, image: Image.Image, question: str = "") -> Image
 def picture_of(visual, path, native_grid: int) -> Image.Image:
     """Picture of one :class:`VisualSequence` made by ``path`` (the release path keeps every patch)."""
     view = visual.views.views[0]
+    if getattr(path, "anyres", False):
+        return anyres_picture(visual, path.name, native_grid)
     if visual.kept_indices is None or visual.grid_hw is None:  # release path: nothing is dropped
         h = w = native_grid
         kept = torch.arange(h * w)
         grid = (h, w)
     else:
         kept, grid = visual.kept_indices, visual.grid_hw
-    region = path.selector_params.get("region", 4) if path.selector_name not in (None, "full", "pool_k") else None
+    region = getattr(path.selector, "region", None)  # the coverage/scaffold cells of the selectors that have them
     title = path.name
     return draw_selection(view, kept, grid, region=region, title=title, n_tokens=visual.n_tokens)
+
+
+def anyres_picture(visual, title: str, side: int) -> Image.Image:
+    """Anyres selection: the whole-image view beside the tile map, each with its kept tokens highlighted."""
+    cols, rows = visual.views.grid_wh
+    tiles = visual.views.views[1:]
+    size = tiles[0].size[0]
+    canvas = Image.new("RGB", (cols * size, rows * size))
+    for t, tile in enumerate(tiles):
+        canvas.paste(tile, ((t % cols) * size, (t // cols) * size))
+    kept = visual.kept_indices.cpu()
+    base_kept = kept[kept < side * side]
+    map_kept = kept[kept >= side * side] - side * side
+    cell = max(4, 336 // side)
+    left = draw_selection(visual.views.views[0], base_kept, (side, side), title=title, n_tokens=visual.n_tokens,
+                          cell_px=cell)
+    right = draw_selection(canvas, map_kept, (rows * side, cols * side), title="tiles", cell_px=cell)
+    out = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (255, 255, 255))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width, 0))
+    return out
 
 
 def posembed_similarity(model, image: Image.Image, resolution: int = 672) -> torch.Tensor:

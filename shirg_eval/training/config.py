@@ -105,6 +105,13 @@ class TrainConfig:
 
         if self.variant not in VARIANTS:
             raise ConfigError(f"variant {self.variant!r} is unknown; known: {', '.join(VARIANTS)}")
+        selector = VARIANTS[self.variant].selector
+        if selector is not None:
+            from ..selection.registry import get_selector
+
+            if get_selector(selector).needs.lm_layers:
+                raise ConfigError(f"variant {self.variant!r} selects inside the LM prefill, which training does not "
+                                  "run (it would train on every visual token); train a vision-side variant")
         for name in ("micro_batch_size", "grad_accum", "epochs", "lora_r", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

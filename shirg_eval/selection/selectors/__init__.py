@@ -1,5 +1,31 @@
 """Importing this package registers every built-in selector."""
 
-from . import full, pool_k, random_k, shirg_fixed, shirg_original
+from . import (
+    dart,
+    divprune,
+    fastv,
+    full,
+    hired,
+    pool_k,
+    prumerge,
+    random_k,
+    shirg_fixed,
+    shirg_original,
+    tome,
+    visionzip,
+)
 
-__all__ = ["full", "pool_k", "random_k", "shirg_fixed", "shirg_original"]
+__all__ = [
+    "dart",
+    "divprune",
+    "fastv",
+    "full",
+    "hired",
+    "pool_k",
+    "prumerge",
+    "random_k",
+    "shirg_fixed",
+    "shirg_original",
+    "tome",
+    "visionzip",
+]
