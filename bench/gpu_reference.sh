@@ -35,6 +35,8 @@ if [ -f "$RUN/final/model.safetensors" ]; then
         --variants lavida,lavida_384,lavida_672,shirg_fixed,random_k --json "$OUT/reference_eval.json" \
         2>&1 | grep -v -i warn | tee -a "$OUT/reference_train.log"
 fi
-tar czf "$OUT/reference.tgz" -C "$RUN" $(cd "$RUN" && ls -d final metrics.jsonl recipe.json "$(cat latest 2>/dev/null)" 2>/dev/null)
+# the model in LaViDa's layout and its log (checkpoints with optimizer state stay behind: they are 3x larger)
+if [ -f "$RUN/final/model.safetensors" ]; then keep=final; else keep=$(cat "$RUN/latest" 2>/dev/null); fi
+tar czf "$OUT/reference.tgz" --exclude=optimizer.pt -C "$RUN" $(cd "$RUN" && ls -d $keep metrics.jsonl recipe.json 2>/dev/null)
 log "wrote $OUT/reference.tgz ($(du -h "$OUT/reference.tgz" | cut -f1))"
 exit "$status"

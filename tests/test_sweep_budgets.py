@@ -12,20 +12,29 @@ from PIL import Image
 
 from shirg_eval.data.synthetic import make_chartqa
 from shirg_eval.harness.model_args import parse_model_args
+from shirg_eval.model.sampler import GenerationConfig
+from shirg_eval.model.tiny import load_tokenizer
+from shirg_eval.pipeline import ShirgPipeline
 from shirg_eval.report import sweep as sw
 from shirg_eval.selection.presets import VisualPath
 
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 # At least this many control pairs per shipped sweep, so the check below can never pass vacuously.
-MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1}
+MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1, "methods.yaml": 44}
 
 
 def _visual_tokens(model, cell: sw.Cell, image) -> int:
+    """Visual tokens the LM receives: the visual block, or for an in-LM selector (FastV) what the prefill kept."""
     args = parse_model_args(cell.model, dict(cell.model_args))
     extra = {"selector": args.selector} if args.selector else {}
     if args.resolution:
         extra["resolution"] = args.resolution
-    return VisualPath(model, cell.model, **args.selector_params(), **extra)(image).n_tokens
+    path = VisualPath(model, cell.model, **args.selector_params(), **extra)
+    if not path.in_lm:
+        return path(image).n_tokens
+    pipe = ShirgPipeline("tiny", cell.model, model=model, tokenizer=load_tokenizer(model.checkpoint_path),
+                         **args.selector_params(), **extra)
+    return pipe.answer(image, "What is shown?", GenerationConfig(gen_length=2)).visual.n_tokens
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +63,10 @@ def test_controls_match_their_reference_token_count(sweep_file: str, tiny_model,
             f"{sweep_file}: {cell.name} feeds {counts[cell.name]} visual tokens, "
             f"its reference {cell.controls} {counts[cell.controls]}"
         )
-    if sweep_file != "ablations.yaml":  # the budgets the roadmap's comparisons are about
+    if sweep_file == "methods.yaml":
+        assert {counts[f"shirg_fixed_k{k}"] for k in (912, 768, 576, 256)} == {912, 768, 576, 256}
+        assert counts["fastv_k576"] == 576
+    elif sweep_file != "ablations.yaml":  # the budgets the roadmap's comparisons are about
         assert counts["shirg_fixed"] == counts["pool_k"] == counts["random_k"] == 768 + 144
         assert counts["shirg_fixed_768"] == counts["pool_k_768"] == counts["random_k_768"] == 768
 

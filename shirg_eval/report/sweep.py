@@ -17,7 +17,8 @@ Sweep YAML::
 ``controls: CELL`` declares the cell a control of another cell of the same sweep: it must feed the LM the same
 number of visual tokens (tests/test_sweep_budgets.py checks the shipped sweeps on a real image), and the
 leaderboard lists each control beside its reference with the token ratio and a "matched" mark only when the
-two rows' mean token counts are equal. Every cell folder gets a ``cell.json`` ({cell, model, model_args,
+two rows' mean token counts are equal. In a ``grid`` entry ``controls`` may name the budget like ``name`` does
+(``controls: "shirg_fixed_k{k}"``). Every cell folder gets a ``cell.json`` ({cell, model, model_args,
 lora, controls, sweep}) that the leaderboard reads.
 
 A cell is complete when its folder holds a ``.complete`` marker (written after a successful run) and a
@@ -89,7 +90,10 @@ def _expand_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
         template = entry.get("name") or (
             entry["model"] + "".join(f"_{k}{_fmt_value(v)}" for k, v in params.items())
         )
-        cell["name"] = template.format(**{k: _fmt_value(v) for k, v in params.items()})
+        fields = {k: _fmt_value(v) for k, v in params.items()}
+        cell["name"] = template.format(**fields)
+        if entry.get("controls") is not None:  # e.g. "shirg_fixed_k{k}": the same-budget reference of each cell
+            cell["controls"] = str(entry["controls"]).format(**fields)
         out.append(cell)
     return out
 
