@@ -34,7 +34,7 @@ def dense_item(seed: int, index: int) -> ReadingItem:
 @dataclass
 class DenseBatch:
     step: int
-    pixels: torch.Tensor  # [B, 3, S, S]
+    pixels: torch.Tensor  # [B, 3, S, S] uint8
     digits: torch.Tensor  # [B, g*g]
     colours: torch.Tensor  # [B, g*g]
 
@@ -120,4 +120,4 @@ class QABatches(_StepShards):
 
 def loader(dataset: _StepShards, workers: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
-                                       prefetch_factor=4 if workers else None, persistent_workers=False)
+                                       prefetch_factor=2 if workers else None, persistent_workers=False)

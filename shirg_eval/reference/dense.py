@@ -44,15 +44,19 @@ class ReadingHeads(nn.Module):
 
 @dataclass
 class DenseView:
-    pixels: torch.Tensor  # [3, S, S], normalised like LaViDa's processor
+    pixels: torch.Tensor  # [3, S, S] uint8 (see normalise)
     digits: torch.Tensor  # [g*g] long: 0-9, BACKGROUND or IGNORE
     colours: torch.Tensor  # [g*g] long: 0 = no cue region, i + 1 = COLOUR_NAMES[i]
 
 
-def normalise(image: Image.Image) -> torch.Tensor:
-    """uint8 RGB -> ``(x / 255 - 0.5) / 0.5`` CHW float32 (LaViDa's mean = std = 0.5)."""
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy((arr - 0.5) / 0.5).permute(2, 0, 1).contiguous()
+def to_chw_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB image -> ``[3, H, W]`` uint8 (a quarter of float32's bytes between data workers and the trainer)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` -> ``(x / 255 - 0.5) / 0.5`` float32 (LaViDa's mean = std = 0.5)."""
+    return (pixels.float() / 255.0 - 0.5) / 0.5
 
 
 def patch_labels(item: ReadingItem, window: tuple[float, float, float, float], grid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,19 +115,19 @@ def sample_view(item: ReadingItem, rng: random.Random, grid: int, scale: float) 
     region = item.image.crop((ix0, iy0, math.ceil(x0 + w), math.ceil(y0 + h)))
     crop = region.resize((size, size), Image.Resampling.BICUBIC, box=(x0 - ix0, y0 - iy0, x0 - ix0 + w, y0 - iy0 + h))
     digits, colours = patch_labels(item, window, grid)
-    return DenseView(normalise(crop), torch.from_numpy(digits), torch.from_numpy(colours))
+    return DenseView(to_chw_uint8(crop), torch.from_numpy(digits), torch.from_numpy(colours))
 
 
 def dense_loss_from_batch(tower: nn.Module, heads: ReadingHeads, batch, device: torch.device,
                           background_weight: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy of both heads over every labelled patch of a batch of same-size views.
 
-    ``batch`` has ``pixels [B, 3, S, S]``, ``digits`` and ``colours`` ``[B, g*g]`` (see ``batches.DenseBatch``).
+    ``batch`` has uint8 ``pixels [B, 3, S, S]``, ``digits`` and ``colours`` ``[B, g*g]`` (see ``batches.DenseBatch``).
     Background patches weigh ``background_weight``: they outnumber digit patches about 30 to 1.
     """
     digits, colours = batch.digits.flatten().to(device), batch.colours.flatten().to(device)
     native = batch.pixels.shape[-1] == tower.config.image_size
-    features = tower(pixel_values=batch.pixels.to(device), interpolate_pos_encoding=not native,
+    features = tower(pixel_values=normalise(batch.pixels.to(device)), interpolate_pos_encoding=not native,
                      output_hidden_states=True).hidden_states[-1]
     digit_logits, colour_logits = heads(features.flatten(0, 1))
     weight = torch.ones(BACKGROUND + 1, device=device)

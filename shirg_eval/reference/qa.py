@@ -25,13 +25,28 @@ def answer_ids(tokenizer, answer: str, gen_length: int) -> torch.Tensor:
     return torch.tensor(ids + [tokenizer.eos_token_id] * (gen_length - len(ids)), dtype=torch.long)
 
 
-def sample_sequences(model, tokenizer, path, sample: QASample, generator: torch.Generator | None = None) -> list[Sequence]:
+class PromptIds:
+    """``build_prompt_ids`` memoised per prompt text: a few dozen distinct prompts recur in every batch, and the
+    chat template costs more than the GPU step of one sequence."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.cache = tokenizer, {}
+
+    def __call__(self, text: str) -> torch.Tensor:
+        if text not in self.cache:
+            self.cache[text] = build_prompt_ids(self.tokenizer, text)
+        return self.cache[text]
+
+
+def sample_sequences(model, tokenizer, path, sample: QASample, generator: torch.Generator | None = None,
+                     prompt_ids: PromptIds | None = None) -> list[Sequence]:
     """The training sequences of one image: its views are encoded once unless selection reads the question."""
+    prompt_ids = prompt_ids or PromptIds(tokenizer)
     shared = path.encode(sample.views) if path.selector is None else None
     sequences = []
     for question, prompt_text, answer, gen_length in sample.questions:
         # Text-aware selectors see the question alone, as in evaluation.
         visual = shared or path.encode(sample.views, question_embeds(model, tokenizer, question), generator)
-        prompt = model.embed_prompt(build_prompt_ids(tokenizer, prompt_text), visual.embeds)[0]
+        prompt = model.embed_prompt(prompt_ids(prompt_text), visual.embeds)[0]
         sequences.append(Sequence(prompt, answer_ids(tokenizer, answer, gen_length).to(prompt.device)))
     return sequences
