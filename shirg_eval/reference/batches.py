@@ -72,15 +72,20 @@ class DenseBatches(_StepShards):
     """Crops for the tower's dense reading objective: ``batch`` views from ``batch // views_per_item`` images."""
 
     def __init__(self, start: int, stop: int, seed: int, batch: int, grids: tuple[int, ...],
-                 views_per_item: int = 4, curriculum_steps: int = 0):
+                 views_per_item: int = 4, curriculum_steps: int = 0,
+                 scales: tuple[float, float, float, float] = (0.9, 1.5, 0.45, 1.0)):
         super().__init__(start, stop)
         self.seed, self.batch, self.grids = seed, batch, grids
         self.views_per_item, self.curriculum_steps = views_per_item, curriculum_steps
+        self.scales = scales
 
     def scale(self, step: int, rng: random.Random) -> float:
-        """View px per image px: starts with large glyphs (x1.0-1.7) and widens to x0.3-1.0 (digits 2.5-8 px)."""
+        """View px per image px, uniform in a range that moves linearly from ``scales[:2]`` to ``scales[2:]`` over
+        the curriculum (default: digits about 8-13 px high at first, 4-9 px at the end)."""
         f = min(1.0, step / self.curriculum_steps) if self.curriculum_steps else 1.0
-        return rng.uniform(1.0 - 0.7 * f, 1.7 - 0.7 * f)
+        lo = self.scales[0] + (self.scales[2] - self.scales[0]) * f
+        hi = self.scales[1] + (self.scales[3] - self.scales[1]) * f
+        return rng.uniform(lo, hi)
 
     def build(self, step: int) -> DenseBatch:
         rng = random.Random(f"{self.seed}:dense:{step}")

@@ -60,6 +60,7 @@ class Recipe:
     dense_lr: float = 2e-3
     dense_grids: tuple[int, ...] = (8, 12, 16, 20, 27)
     dense_curriculum: float = 0.3  # share of dense steps over which glyphs shrink to their final range
+    dense_scales: tuple[float, ...] = (0.9, 1.5, 0.45, 1.0)  # view px per image px: start lo, hi -> end lo, hi
     qa_steps: int = 900
     qa_images: int = 16  # images per step
     qa_questions: int = 4  # questions per image (the release path encodes the image once for all of them)
@@ -177,7 +178,7 @@ class Run:
         optimizer, scheduler = self._optimise(params, r.dense_lr, r.dense_steps, start, resume_from, clock)
         tower.train()
         batches = DenseBatches(start, r.dense_steps, r.seed, r.dense_batch, r.dense_grids,
-                               curriculum_steps=int(r.dense_curriculum * r.dense_steps))
+                               curriculum_steps=int(r.dense_curriculum * r.dense_steps), scales=r.dense_scales)
         bar = tqdm(loader(batches, self.workers), initial=start, total=r.dense_steps, desc="dense: tower reads")
         for batch in bar:
             loss, stats = dense_loss_from_batch(tower, heads, batch, self.device)
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(defaults, f.name)
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(value, tuple):
-            parser.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",")), default=value,
+            kind = type(value[0])
+            parser.add_argument(flag, type=lambda s, kind=kind: tuple(kind(x) for x in s.split(",")), default=value,
                                 help=f"comma list (default {','.join(map(str, value))})")
         else:
             parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
