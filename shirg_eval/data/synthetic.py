@@ -473,12 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--n", type=int, default=200, help="records per set (default 200)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--what", default="chartqa,docvqa,lcs", help="comma list of chartqa, docvqa, lcs")
+    parser.add_argument("--what", default="chartqa,docvqa,lcs",
+                        help="comma list of chartqa, docvqa, lcs, reading (the hard reading sets' test split, "
+                             "--n documents each) and reading_train (their training split as LLaVA conversations, "
+                             "--n images per set)")
     parser.add_argument("--format", dest="fmt", choices=["parquet", "disk"], default="parquet")
     args = parser.parse_args(argv)
     out = Path(args.out)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
-    unknown = set(what) - {"chartqa", "docvqa", "lcs"}
+    unknown = set(what) - {"chartqa", "docvqa", "lcs", "reading", "reading_train"}
     if unknown:
         parser.error(f"unknown --what entries: {sorted(unknown)}")
     env: dict[str, Path] = {}
@@ -493,8 +496,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "lcs" in what:
         path = render_lcs(out / "lcs", args.n, args.seed)
         print(f"wrote {args.n} LCS-like captions to {path} (images under {path.parent / 'images'})")
+    if "reading" in what:
+        from .reading import write_reading_set
+
+        for kind, var in (("chart", "SHIRG_READING_CHART_PATH"), ("doc", "SHIRG_READING_DOC_PATH")):
+            path = write_reading_set(kind, out / "reading" / kind, args.n, args.seed)
+            print(f"wrote {args.n} hard reading ({kind}) records to {path}")
+            env[var] = path
+    if "reading_train" in what:
+        from .reading import write_conversations
+
+        path = write_conversations(out / "reading_train", args.n, args.seed)
+        print(f"wrote the reading sets' training split ({args.n} images per set) as conversations to {path}")
     if env:
-        print("\nPoint the lmms-eval tasks (chartqa_200 / docvqa_200) at the local data with:")
+        print("\nPoint the lmms-eval tasks (chartqa_200 / docvqa_200; chartqa_reading / docvqa_reading) at the "
+              "local data with:")
         for key, value in env.items():
             print(f"  export {key}={value.resolve()}")
     return 0

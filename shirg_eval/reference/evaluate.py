@@ -60,6 +60,39 @@ def evaluate(model: LavidaModel, tokenizer, variants: list[str], n: int, split: 
     return results
 
 
+# (token grid, view px per image px): LaViDa's 384 px view of a ~1000 px image, the anyres tiles (768 px for the
+# whole image), and the 672 px view (48 x 48 patches, interpolated position embeddings)
+TOWER_PROBES = ((27, 0.38), (27, 0.5), (27, 0.6), (27, 0.77), (48, 0.67))
+
+
+def tower_reading(checkpoint: str, n_images: int = 12, split: str = "validation") -> list[dict[str, float]]:
+    """Digit accuracy of the tower's dense heads per view scale (a ``checkpoint-dense-*`` folder: it keeps them)."""
+    import random
+
+    from safetensors.torch import load_file
+
+    from .batches import DenseBatch
+    from .dense import ReadingHeads, dense_loss_from_batch, sample_view
+
+    model = LavidaModel.from_pretrained(checkpoint, device="cpu", dtype=torch.float32).eval()
+    heads = ReadingHeads(model.config.mm_hidden_size)
+    heads.load_state_dict(load_file(f"{checkpoint}/dense_heads.safetensors"))
+    rows = []
+    for grid, scale in TOWER_PROBES:
+        hits = total = 0.0
+        with torch.no_grad():
+            for j in range(n_images):
+                item = make_item(KINDS[j % len(KINDS)], j, split=split)
+                view = sample_view(item, random.Random(j), grid, scale)
+                batch = DenseBatch(0, view.pixels[None], view.digits[None], view.colours[None])
+                _, stats = dense_loss_from_batch(model.vision_tower, heads, batch, torch.device("cpu"))
+                hits += stats["digit_acc"] * stats["digit_patches"]
+                total += stats["digit_patches"]
+        rows.append({"grid": grid, "scale": scale, "digit_accuracy": round(100 * hits / max(total, 1), 1),
+                     "digit_patches": int(total)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shirg_eval.reference.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
@@ -68,8 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="validation")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--tower", action="store_true",
+                        help="instead: the tower's digit accuracy per view scale (CHECKPOINT = a checkpoint-dense-*)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.tower:
+        rows = tower_reading(args.checkpoint, split=args.split)
+        for row in rows:
+            print(f"grid {row['grid']:2d}, {row['scale']:.2f} view px per image px: digits read "
+                  f"{row['digit_accuracy']:5.1f}% of {row['digit_patches']} digit patches")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return 0
     model = LavidaModel.from_pretrained(args.checkpoint, device=args.device, dtype=torch.float32)
     tokenizer = load_tokenizer(args.checkpoint)
     results = evaluate(model, tokenizer, args.variants.split(","), args.n, args.split)
