@@ -1,9 +1,10 @@
-"""``make demo``: the full offline benchmark on the embedded default (a tiny random LaViDa).
+"""``make demo``: the offline benchmark on the embedded default, the trained reference mini-LaViDa.
 
-1. render synthetic ChartQA/DocVQA stand-ins, 2. build the tiny checkpoint, 3. answer one bundled chart with
-every variant (answer, visual tokens, timings), 4. run the roadmap sweep through the real ``lmms_eval``
-command, 5. print the leaderboard and write plots. Accuracy of a random model is meaningless; token counts and
-latency ratios are real.
+1. load the committed reference checkpoint (``models/reference``: LaViDa's layout at small widths, trained to read
+the hard synthetic sets; see its MODEL_CARD.md), 2. answer one held-out chart with every variant (answer, visual
+tokens, timings), 3. run the demo sweep through the real ``lmms_eval`` command on the hard reading sets
+(``chartqa_reading`` / ``docvqa_reading``, rendered on first use), 4. print the leaderboard with paired bootstrap
+intervals and write plots. Accuracies are real for this small model; latencies are CPU figures at small widths.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "models" / "reference"
+REFERENCE_LORA = REPO / "models" / "reference-lora-shirg_fixed"
+
 
 def _configs_dir() -> Path:
     import shirg_eval.configs
@@ -24,73 +29,71 @@ def _configs_dir() -> Path:
     return Path(shirg_eval.configs.__file__).resolve().parent
 
 
-def answer_table(checkpoint: Path, image_path: Path) -> str:
-    from PIL import Image
-
+def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
+    """One held-out chart of the reading test split, answered by every roadmap variant (and the LoRA, if any)."""
+    from .data.reading import make_item
     from .model.lavida import LavidaModel
     from .model.sampler import GenerationConfig
     from .model.tiny import load_tokenizer
     from .pipeline import ShirgPipeline
-    from .selection.presets import VARIANTS
+    from .reference.evaluate import TASK_PROMPT
 
-    model = LavidaModel.from_pretrained(checkpoint)
+    item = make_item("chart", 7, split="test")
+    prompt = item.question + TASK_PROMPT["chart"]
     tokenizer = load_tokenizer(checkpoint)
-    image = Image.open(image_path)
-    question = "Which category has the highest value?"
+    model = LavidaModel.from_pretrained(checkpoint)
     rows = []
-    for name in VARIANTS:
-        pipe = ShirgPipeline(str(checkpoint), name, model=model, tokenizer=tokenizer)
-        pipe.answer(image, question, GenerationConfig(gen_length=16))  # warm-up
-        ans = pipe.answer(image, question, GenerationConfig(gen_length=16))
+    runs = [(v, None) for v in ("lavida", "lavida_384", "lavida_672", "shirg_fixed", "pool_k", "random_k")]
+    if lora is not None:
+        runs.append(("shirg_fixed", lora))
+    for name, adapter in runs:
+        # a LoRA is merged into the weights it loads into: give it its own copy
+        pipe = ShirgPipeline(str(checkpoint), name, model=LavidaModel.from_pretrained(checkpoint) if adapter else model,
+                             tokenizer=tokenizer, lora=str(adapter) if adapter else None,
+                             **({"k": 912} if name == "pool_k" else {"scaffold": True} if name == "random_k" else {}))
+        pipe.answer(item.image, prompt, GenerationConfig(gen_length=16), query=item.question)  # warm-up
+        ans = pipe.answer(item.image, prompt, GenerationConfig(gen_length=16), query=item.question)
         t = ans.timings_ms
-        rows.append([name, ans.visual.n_tokens, f"{t['vision_ms']:.0f}", f"{t['prefill_ms']:.0f}",
-                     f"{t['denoise_ms']:.0f}", f"{t['latency_ms']:.0f}", repr(ans.text[:24])])
-    header = ["variant", "visual tokens", "vision ms", "prefill ms", "denoise ms", "latency ms", "answer (random weights)"]
-    return f"Q: {question}\n" + tabulate(rows, header, tablefmt="github")
+        rows.append([name + (" + LoRA" if adapter else ""), ans.visual.n_tokens, f"{t['vision_ms']:.0f}",
+                     f"{t['prefill_ms']:.0f}", f"{t['denoise_ms']:.0f}", f"{t['latency_ms']:.0f}", repr(ans.text[:24])])
+    header = ["variant", "visual tokens", "vision ms", "prefill ms", "denoise ms", "latency ms", "answer"]
+    return (f"Q: {item.question}  (answer: {item.answer!r}; image {item.image.size[0]}x{item.image.size[1]}, "
+            f"held-out test item)\n" + tabulate(rows, header, tablefmt="github"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shirg-demo", description=__doc__)
-    parser.add_argument("--out", default="runs/demo", help="where data, checkpoint, runs and plots go")
-    parser.add_argument("--limit", type=int, default=8, help="documents per task in the sweep")
-    parser.add_argument("--n-docs", type=int, default=200, help="synthetic documents per task to render")
+    parser.add_argument("--out", default="runs/demo", help="where rendered data, runs and plots go")
+    parser.add_argument("--pretrained", default=str(REFERENCE), help="checkpoint (default: the reference model)")
+    parser.add_argument("--limit", type=int, default=None, help="documents per task in the sweep (default: demo.yaml)")
     parser.add_argument("--skip-sweep", action="store_true", help="only the single-image answers")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-
-    from .data.synthetic import main as synth_main
-    from .model.tiny import make_tiny_checkpoint
-
-    data = out / "data"
-    if not (data / "chartqa" / "test.parquet").exists() or not (data / "docvqa" / "validation.parquet").exists():
-        print(f"[demo] rendering {args.n_docs} synthetic ChartQA + DocVQA documents -> {data}", flush=True)
-        synth_main(["--out", str(data), "--n", str(args.n_docs), "--what", "chartqa,docvqa"])
-    checkpoint = out / "lavida-tiny"
-    if not (checkpoint / "model.safetensors").exists():
-        make_tiny_checkpoint(checkpoint, seed=0)
-    print(f"[demo] tiny LaViDa checkpoint: {checkpoint}", flush=True)
-
-    from .data.synthetic import make_chartqa
-
-    image_path = out / "demo_chart.png"
-    if not image_path.exists():
-        image_path.write_bytes(make_chartqa(n=1, seed=123)[0]["image"])
-    print("\n[demo] one chart, every variant (tiny random model: the answer is noise; tokens and time are real)")
-    print(answer_table(checkpoint, image_path), flush=True)
+    checkpoint = Path(args.pretrained).resolve()
+    if not (checkpoint / "config.json").is_file():
+        print(f"[demo] no checkpoint at {checkpoint}: pass --pretrained DIR (`shirg-train-reference` trains the "
+              "reference model, `shirg-make-tiny DIR` writes a random tiny one)", file=sys.stderr)
+        return 2
+    lora = REFERENCE_LORA if checkpoint == REFERENCE.resolve() and (REFERENCE_LORA / "shirg_adapter.json").is_file() \
+        else None
+    print(f"[demo] checkpoint: {checkpoint}" + (f" (+ LoRA {lora})" if lora else ""), flush=True)
+    print("\n[demo] one held-out chart, every variant")
+    print(answer_table(checkpoint, lora), flush=True)
     if args.skip_sweep:
         return 0
 
-    env = dict(os.environ, SHIRG_CHARTQA_PATH=str(data / "chartqa" / "test.parquet"),
-               SHIRG_DOCVQA_PATH=str(data / "docvqa" / "validation.parquet"), HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1")
+    # the reading sets are rendered once into the demo folder (400 test documents each; the sweep reads --limit)
+    env = dict(os.environ, SHIRG_CACHE=str(out / "cache"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     sweep = shutil_which("shirg-sweep")
     cmd = [*sweep, str(_configs_dir() / "sweeps" / "demo.yaml"), "--model_args", f"pretrained={checkpoint}",
-           "--output-root", str(out / "sweep"), "--limit", str(args.limit)]
-    print(f"\n[demo] roadmap sweep through the real lmms_eval command ({args.limit} docs per task):\n  {' '.join(cmd)}",
+           "--output-root", str(out / "sweep")]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    print(f"\n[demo] roadmap sweep on the hard reading sets through the real lmms_eval command:\n  {' '.join(cmd)}",
           flush=True)
-    code = subprocess.call(cmd, env=env)
+    code = subprocess.call(cmd, env=env, cwd=REPO)  # the sweep's relative paths (LoRA) are the repo's
     print(f"\n[demo] finished in {time.time() - started:.0f} s; leaderboard: {out / 'sweep' / 'leaderboard.md'}, "
           f"plots: {out / 'sweep' / 'plots'}")
     return code

@@ -20,7 +20,7 @@ from shirg_eval.selection.presets import VisualPath
 
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 # At least this many control pairs per shipped sweep, so the check below can never pass vacuously.
-MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1, "methods.yaml": 44}
+MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1, "methods.yaml": 44, "reference.yaml": 4}
 
 
 def _visual_tokens(model, cell: sw.Cell, image) -> int:
