@@ -42,6 +42,7 @@ gpu-prep: setup
 
 gpu-check:
 	bash bench/gpu_check.sh --out $${OUT:-runs/gpu_check}
+	@echo "past GPU runs, their figures and how to read them: docs/BENCHMARKS.md"
 
 gpu-dry-run: setup
 	bash bench/gpu_check.sh --dry-run --out runs/gpu_check_dry

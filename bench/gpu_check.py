@@ -58,6 +58,8 @@ try:
     out["torch"] = torch.__version__
     out["torch_cuda"] = torch.version.cuda
     out["transformers"] = transformers.__version__
+    import PIL  # the one imported (the kit's wheel when it shadows the machine's): it decides resampling
+    out["pillow"] = PIL.__version__
     out["cuda_available"] = torch.cuda.is_available()
     if out["cuda_available"]:
         p = torch.cuda.get_device_properties(0)
@@ -67,7 +69,8 @@ try:
         out["cudnn"] = torch.backends.cudnn.version()
 except Exception:
     out["torch_error"] = traceback.format_exc()[-500:]
-for name in ("lmms_eval", "datasets", "huggingface_hub", "pandas", "pyarrow", "filelock", "shirg_eval"):
+for name in ("lmms_eval", "datasets", "huggingface_hub", "pandas", "pyarrow", "filelock", "numpy", "torchvision",
+             "shirg_eval"):
     try:
         from importlib.metadata import version
         out.setdefault("versions", {})[name] = version(name.replace("_", "-"))
@@ -330,7 +333,7 @@ def markdown(summary: dict, compact: bool = False) -> str:
              f"- card: {env.get('device_name', smi.get('name', 'none'))}; driver {smi.get('driver_version', '-')} "
              f"(CUDA {smi.get('driver_cuda_version', '-')}); torch {env.get('torch', '-')} (CUDA "
              f"{env.get('torch_cuda', '-')}, cuDNN {env.get('cudnn', '-')}); transformers {env.get('transformers', '-')};"
-             f" python {env.get('python', '-')}",
+             f" Pillow {env.get('pillow', '-')}; python {env.get('python', '-')}",
              f"- source sha256 {str(env.get('source_sha256', '-'))[:16]}, git {str(env.get('git_commit') or '-')[:12]}",
              "", "| step | status | seconds |", "|---|---|---|"]
     for name, r in summary["steps"].items():

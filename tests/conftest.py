@@ -42,6 +42,18 @@ TOLERANCES = {
     "float32": Tolerance("max_abs", 1e-5, 1e-4, True),
     "bfloat16": Tolerance("rel_l2", 2e-2, 0.15, False),
 }
+# float32 on CUDA: logits within 3e-4, the rest as on the CPU. The goldens are float32 values of the reference on a
+# CPU and carry that order's rounding: evaluated in float64, set_B's logits lie 1.35e-4 from them (step logits
+# 1.05e-4; set_A 4.2e-5). The CPU passes 1e-4 because its kernels sum in nearly the reference's order (5.6e-5
+# off); cuBLAS and the CUDA SDPA kernels sum in another, equally exact order, whose own rounding comes on top:
+# up to twice the goldens' (2 x 1.35e-4 -> 3e-4). Measured on an H200 (docs/BENCHMARKS.md): 2.26e-4 logits,
+# 1.54e-4 step logits (set_B), ids 48/48 exact, vision side <= 4.8e-6. test_fidelity checks the 2x bound holds
+# for every fixture set.
+CUDA_FLOAT32 = Tolerance("max_abs", 1e-5, 3e-4, True)
+
+
+def tolerance_for(device: str, dtype: str) -> Tolerance:
+    return CUDA_FLOAT32 if dtype == "float32" and device.startswith("cuda") else TOLERANCES[dtype]
 
 
 def pytest_configure(config) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import REPO
 
 from shirg_eval.bench import cost_model as cm
 from shirg_eval.bench.cli import main
@@ -61,6 +62,67 @@ def test_predicted_ratios_and_cache():
     for p in pred.values():
         assert p["flops"]["step_nocache"] > p["flops"]["step_cached"]
         assert p["cache_speedup"] > 1.0
+
+
+def test_prefix_cache_traffic_by_hand():
+    d = cm.BenchDims("t", d_model=8, n_heads=2, n_layers=3, mlp_hidden_size=16, vocab_size=10, vision_hidden=4,
+                     vision_intermediate=8, vision_heads=1, vision_layers=1, dtype="bfloat16")
+    elems = 2 * 3 * 2 * 4 * 10  # K and V, layers, heads, head_dim, prefix positions
+    assert cm.prefix_traffic_bytes(d, 10, "auto") == cm.prefix_traffic_bytes(d, 10, "bf16") == (0.0, elems * 4)
+    assert cm.prefix_traffic_bytes(d, 10, "int8") == (elems * (2 + 45), elems * (17 + 2 + 4))
+    assert cm.prefix_traffic_bytes(d, 10, "fp16") == (elems * 4, elems * (2 + 2 + 4))
+    c = cm.variant_costs(d, cm.Geometry(1, 28, 4, "full"), text_tokens=6, gen_length=2, steps=3, kv_dtype="int8")
+    assert c["step_kv"].bytes == elems * 23 and c["prefill_kv"].bytes == elems * 47
+    assert c["denoise_cached"].bytes == 3 * (c["step_cached"].bytes + c["step_kv"].bytes)
+
+
+def test_overheads_floor_and_overlap():
+    o = cm.Overheads("t", flops_per_s=100.0, lm_layer_s=1.0, vision_layer_s=0.5, vision_fixed_s=2.0,
+                     pos_interp_s=3.0, int8_layer_s=0.25, overlap_p=6.0)
+    assert o.combine(5.0, 0.0) == 5.0
+    assert 5.0 < o.combine(5.0, 1.0) < 5.0 * 1.001  # a floor far below the GPU time barely counts
+    assert o.combine(1.0, 1.0) == pytest.approx(2 ** (1 / 6))  # equal: the two only partly overlap
+    hw = cm.Hardware("x", flops_per_s=200.0, bytes_per_s=10.0, overheads=o)
+    # GPU side: 1000 flops at the measured 100/s, then 50 bytes of copies at 10/s: 10 + 5 s, floored at 1 s
+    assert hw.stage_seconds([cm.Cost(1000, 0), cm.Cost(0, 50)], 1.0) == pytest.approx(o.combine(15.0, 1.0))
+    assert cm.Hardware("y", 200.0, 10.0).stage_seconds([cm.Cost(1000, 0), cm.Cost(0, 50)], 99.0) == 5.0 + 5.0
+    real = cm.DIMS["real"]
+    floors = cm.host_floors(real, cm.DEFAULT_GEOMETRY["shirg_fixed"], o, "int8")
+    assert floors["step_nocache"] == 32 * 1.0 and floors["step_cached"] == floors["prefill"] == 32 * 1.25
+    assert floors["vision"] == 26 * 0.5 + 2.0 + 3.0  # 672 px: position embeddings interpolated
+    assert cm.host_floors(real, cm.DEFAULT_GEOMETRY["lavida_384"], o)["vision"] == 26 * 0.5 + 2.0
+    # the roofline alone stays in every prediction; without overheads the two agree
+    pred = cm.predict(real, cm.HARDWARE["cpu"])["lavida_384"]
+    assert pred["latency_s"] == pred["latency_roofline_s"] and pred["seconds"] == pred["seconds_roofline"]
+
+
+H200_RUN = REPO / "docs" / "benchmarks" / "h200-2026-11-27" / "bench.json"
+
+
+def test_h200_profile_reproduces_the_recorded_h200_run():
+    """The calibrated profile against the 2026-11-27 H200 run it was fitted on: every latency and cache-speedup
+    ratio inside the spread of its rounds, where the roofline alone predicted 3-4x the measured cache speedups."""
+    run = json.loads(H200_RUN.read_text())
+    dims = cm.BenchDims(**run["cost_model"]["dims"])
+    geom = {v: cm.Geometry(cm.DEFAULT_GEOMETRY[v].views, cm.DEFAULT_GEOMETRY[v].resolution, row["visual_tokens"],
+                           cm.DEFAULT_GEOMETRY[v].selection) for v, row in run["variants"].items()}
+    text = run["variants"]["lavida_384"]["prompt_positions"] - run["variants"]["lavida_384"]["visual_tokens"]
+    pred = cm.predict(dims, cm.HARDWARE["h200"], geom, text, 32, 30, "bf16")
+    checked = 0
+    for r in run["ratios"]:
+        if r["kind"] == "latency":
+            num, den = pred[r["numerator"]], pred[r["denominator"]]
+            x, roof = num["latency_s"] / den["latency_s"], num["latency_roofline_s"] / den["latency_roofline_s"]
+        elif r["kind"] == "cache_speedup":
+            x, roof = pred[r["denominator"]]["cache_speedup"], pred[r["denominator"]]["cache_speedup_roofline"]
+            assert roof > 2.5 * r["max"], r["name"]
+        else:
+            continue
+        assert r["min"] <= x <= r["max"], (r["name"], x, r["min"], r["max"])
+        checked += 1
+    assert checked == 8
+    for v, p in pred.items():  # the step: the host floor, whatever the prefix length (measured 24.2-26.0 ms)
+        assert p["seconds"]["step_cached"] == pytest.approx(run["cells"][v]["step_ms"]["median"] / 1e3, rel=0.05)
 
 
 def test_bench_cli_tiny(tmp_path, capsys):

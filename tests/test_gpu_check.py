@@ -176,3 +176,18 @@ def test_fidelity_device_options_are_checked(env, message):
                            "tests/test_fidelity.py"], cwd=REPO, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+
+
+def test_kit_ships_the_pillow_the_goldens_were_made_with():
+    """The H200 run of 2026-11-27 had Pillow < 13: its horizontal-first resampling put view 0 of set_A's extra1
+    (300x520 -> 384x384, one axis grows, the other shrinks) up to 21 grey levels away from the goldens, which
+    Pillow 13.0.0 made. The kit's wheel (first on PYTHONPATH) and the project's floor pin that version."""
+    import tomllib
+
+    made = {json.loads((s / "meta.json").read_text())["versions"]["pillow"] for s in FIXTURES.glob("set_*")}
+    if not made:
+        pytest.skip(f"no golden fixtures at {FIXTURES}")
+    assert {f"pillow=={v}" for v in made} == {gpu_prep.PILLOW_PIN} and gpu_prep.PILLOW_PIN in gpu_prep.WHEELS
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    floor = next(d for d in deps if d.startswith("pillow"))
+    assert floor == f"pillow>={max(made).split('.')[0]}.0", floor

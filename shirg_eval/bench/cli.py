@@ -88,15 +88,19 @@ def model_only(args: argparse.Namespace, explicit_dims: bool) -> dict[str, Any]:
         f, s = p["flops"], p["seconds"]
         rows.append([name, p["visual_tokens"], f"{f['vision'] / 1e12:.3f}", f"{f['projector'] / 1e12:.3f}",
                      f"{f['selection'] / 1e9:.3f}", f"{f['prefill'] / 1e12:.2f}", f"{f['step_cached'] / 1e12:.3f}",
-                     f"{f['step_nocache'] / 1e12:.2f}", f"{p['bytes']['step_cached'] / 1e9:.2f}",
+                     f"{f['step_nocache'] / 1e12:.2f}", f"{(p['bytes']['step_cached'] + p['bytes']['step_kv']) / 1e9:.2f}",
                      f"{p['kv_bytes']['model'] / 2**20:.0f}", f"{p['kv_bytes']['int8'] / 2**20:.0f}",
                      f"{p['latency_s'] * 1e3:.1f}", f"{s['denoise_cached'] * 1e3:.1f}", f"{p['cache_speedup']:.2f}",
-                     f"{rat[name]['latency']:.3f}", f"{rat[name]['memory']:.3f}", f"{rat[name]['kv']:.2f}"])
-    print(f"cost model at {dims.name} dims ({dims.dtype}), hardware profile {hw.name}, {args.steps} steps, "
-          f"gen_length {args.gen_length}, 64 text positions; ratios vs {args.baseline}")
+                     f"{rat[name]['latency']:.3f}", f"{p['latency_roofline_s'] * 1e3:.1f}",
+                     f"{p['cache_speedup_roofline']:.2f}", f"{rat[name]['latency_roofline']:.3f}",
+                     f"{rat[name]['memory']:.3f}", f"{rat[name]['kv']:.2f}"])
+    over = f"measured overheads: {hw.overheads.source}" if hw.overheads else "roofline only"
+    print(f"cost model at {dims.name} dims ({dims.dtype}), hardware profile {hw.name} ({over}), {args.steps} steps, "
+          f"gen_length {args.gen_length}, 64 text positions; ratios vs {args.baseline}; roof = roofline alone")
     print(tabulate(rows, headers=["variant", "vis tok", "vision TF", "proj TF", "select GF", "prefill TF",
                                   "step(cache) TF", "step(no cache) TF", "step(cache) GB", "KV MB", "KV int8 MB",
-                                  "pred lat ms", "denoise ms", "cache x", "lat ratio", "mem ratio", "KV ratio"]))
+                                  "pred lat ms", "denoise ms", "cache x", "lat ratio", "roof lat ms", "roof cache x",
+                                  "roof lat ratio", "mem ratio", "KV ratio"]))
     return {"mode": "model_only", **cm.describe(dims, hw), "baseline": args.baseline, "predicted": pred,
             "predicted_ratios": rat}
 

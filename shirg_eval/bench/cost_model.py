@@ -7,8 +7,12 @@ Counting conventions (stated so the numbers can be checked by hand):
 * attention (flash-style, scores never materialised) costs ``4*n_q*n_kv*heads*head_dim`` FLOPs (QK^T and PV) and
   moves Q, K, V and the output once;
 * norms, activations, RoPE, softmax and residual adds are left out (a few % of FLOPs, fused on a GPU);
-* a stage's time is its roofline ``max(flops / F, bytes / B)`` on a :class:`Hardware` with achievable (not peak)
-  throughput; latency is the sum of the stages.
+* a stage's *roofline* time is ``max(flops / F, bytes / B)`` on a :class:`Hardware` with achievable (not peak)
+  throughput; latency is the sum of the stages;
+* on a GPU profile with measured :class:`Overheads` (h100, h200), a stage's *predicted* time also has a floor: the
+  host time eager PyTorch needs to issue its kernels at batch 1 (Python + launches, ~0.78 ms per LLaDA layer per
+  forward on the 2026-11-27 H200 run), which the GPU waits out when its own work is shorter. The roofline stays
+  in every prediction (``seconds_roofline``, ``latency_roofline_s``) beside it; docs/BENCHMARKS.md has the fit.
 
 Pure Python (no torch), so ``shirg-bench --model-only`` runs anywhere.
 """
@@ -60,17 +64,66 @@ DIMS: dict[str, BenchDims] = {
 
 
 @dataclass(frozen=True)
+class Overheads:
+    """What eager PyTorch at batch 1 adds to the roofline, measured on one card (docs/BENCHMARKS.md).
+
+    A stage's time is ``(gpu ** p + floor ** p) ** (1 / p)``: ``gpu`` its roofline at the matmul throughput
+    reached, ``floor`` the host time to issue its kernels. The host runs ahead of the GPU while the GPU is busier
+    and the GPU idles while the host is slower; ``p`` says how sharply one takes over from the other (p -> inf
+    is a plain max). Every number is fitted on the measured cells named beside it.
+    """
+
+    source: str
+    flops_per_s: float  # dense throughput reached by the GPU-bound cells (prefill, no-cache steps), at the dtype
+    lm_layer_s: float  # host floor per LLaDA layer per forward, incl. its share of embedding, LM head and sampler
+    vision_layer_s: float  # host floor per SigLIP encoder layer
+    vision_fixed_s: float  # per SigLIP call: patch embedding, pixel upload, hidden-state outputs
+    pos_interp_s: float  # bicubic position-embedding interpolation, views above the tower's native 384 px
+    int8_layer_s: float  # int8 prefix: its quantise / dequantise kernels, per layer per forward
+    overlap_p: float
+
+    def combine(self, gpu_s: float, floor_s: float) -> float:
+        if floor_s <= 0.0:
+            return gpu_s
+        p = self.overlap_p
+        return (gpu_s**p + floor_s**p) ** (1.0 / p)
+
+
+# NVIDIA H200, driver 580.159.04, torch 2.11.0+cu130, transformers 5.17.0, 2026-11-27: real dims, random init, bf16
+# (docs/benchmarks/h200-2026-11-27/). lm_layer_s: median of the four variants' cache-on step medians (24.84 ms:
+# 24.32 / 25.35 / 25.99 / 24.22, prefix 833..2408 positions alike) / 32 layers. vision_layer_s: the 26-layer so400m
+# tower at 672 px minus its embeddings, per layer (selection_bench). vision_fixed_s, pos_interp_s: the vision stage
+# at 384 px (12.52 ms) and 672 px (17.5 ms) less 26 layers. flops_per_s and overlap_p: least squares in log time
+# over the 12 LM cells (prefill, cache-on and no-cache step of each variant), every one within 4.5%.
+# int8_layer_s: the mean int8 - bf16 cache-on step difference (2.37 ms) / 32.
+H200_EAGER_2026_11 = Overheads("H200 2026-11-27, eager torch 2.11, batch 1", 0.49 * 989e12, 24.84e-3 / 32,
+                               0.3473e-3, 3.49e-3, 4.96e-3, 2.37e-3 / 32, 6.0)
+
+
+@dataclass(frozen=True)
 class Hardware:
     name: str
-    flops_per_s: float  # achievable dense matmul throughput at the model dtype
+    flops_per_s: float  # achievable dense matmul throughput at the model dtype (the roofline's assumption)
     bytes_per_s: float  # achievable memory bandwidth
+    overheads: Overheads | None = None  # measured floors; None: the roofline alone
+
+    def stage_seconds(self, costs: list[Cost], floor_s: float) -> float:
+        """The predicted time of a stage whose ``costs`` run one after another (a matmul block, then elementwise
+        copies): each one's roofline, summed; with measured overheads, at the measured throughput and floored."""
+        if self.overheads is None:
+            return sum(c.seconds(self) for c in costs)
+        o = self.overheads
+        gpu = sum(max(c.flops / o.flops_per_s, c.bytes / self.bytes_per_s) for c in costs)
+        return o.combine(gpu, floor_s)
 
 
 HARDWARE: dict[str, Hardware] = {
-    # H100 SXM: 989 TFLOP/s bf16 dense, 3.35 TB/s HBM3; ~60% / ~80% achievable
-    "h100": Hardware("h100", 0.6 * 989e12, 0.8 * 3.35e12),
-    # H200: the H100's arithmetic, 4.8 TB/s HBM3e; same achievable fractions
-    "h200": Hardware("h200", 0.6 * 989e12, 0.8 * 4.8e12),
+    # H100 SXM: 989 TFLOP/s bf16 dense, 3.35 TB/s HBM3; roofline at ~60% / ~80% achievable. Overheads: the H200's,
+    # an estimate: same arithmetic (the matmul throughput carries over), and the host floor is the CPU's and the
+    # software's, not the GPU's -- it holds for an H100 host as fast as the H200's; unmeasured.
+    "h100": Hardware("h100", 0.6 * 989e12, 0.8 * 3.35e12, H200_EAGER_2026_11),
+    # H200: the H100's arithmetic, 4.8 TB/s HBM3e; same achievable fractions; overheads measured on it
+    "h200": Hardware("h200", 0.6 * 989e12, 0.8 * 4.8e12, H200_EAGER_2026_11),
     # a 2-core AVX2 CPU in fp32: rough, for ordering only
     "cpu": Hardware("cpu", 6e10, 1.5e10),
 }
@@ -196,39 +249,92 @@ DEFAULT_GEOMETRY: dict[str, Geometry] = {
     "random_k": Geometry(1, 672, 768, "random"),
 }
 KV_ELEM_BYTES = {"bf16": 2, "fp16": 2, "int8": 1}
+NATIVE_RESOLUTION = 384  # SigLIP's trained size: larger views interpolate its position embeddings every call
+
+
+def prefix_traffic_bytes(dims: BenchDims, prefix: int, kv_dtype: str = "auto") -> tuple[float, float]:
+    """Bytes the eager :class:`~shirg_eval.model.kv_cache.PrefixCache` moves besides attention's own read of the
+    keys/values: (once at the prefill, to store them; every cached step, to hand attention ``cat(prefix, step)``).
+
+    Per prefix element: the cat reads the decoded prefix and writes the joined tensor (2 x model bytes), storage in
+    the model's dtype costs nothing more; int8 quantises at the fill (``x.float()``, ``abs``, ``amax``, ``/ scale``,
+    ``round``, ``clamp_``, ``.to(int8)``: model bytes + 45) and decodes every step (``codes.float()``, ``* scale``,
+    ``.to(dtype)``: 17 + model bytes); another 16-bit storage dtype casts once each way. Attention then reads the
+    decoded prefix in the model's dtype, not the stored codes (no fused int8 kernel).
+    """
+    b = dims.dtype_bytes
+    elems = 2 * dims.n_layers * dims.n_heads * dims.head_dim * prefix
+    cat = 2 * b
+    if kv_dtype == "int8":
+        return elems * (b + 45), elems * (17 + b + cat)
+    if kv_dtype in ("auto", {"bfloat16": "bf16", "float16": "fp16"}.get(dims.dtype)):
+        return 0.0, elems * cat
+    store = KV_ELEM_BYTES[kv_dtype]
+    return elems * (b + store), elems * (store + b + cat)
 
 
 def variant_costs(dims: BenchDims, geom: Geometry, text_tokens: int = 64, gen_length: int = 32, steps: int = 30,
                   kv_dtype: str = "auto") -> dict[str, Cost]:
-    """FLOPs/bytes of every stage of one answer; ``prefix`` = prompt text + visual tokens."""
+    """FLOPs/bytes of every stage of one answer; ``prefix`` = prompt text + visual tokens. ``prefill_kv`` and
+    ``step_kv`` are the prefix cache's own copies (:func:`prefix_traffic_bytes`), run after the LM's kernels."""
     prefix = text_tokens + geom.visual_tokens
-    kv_b = dims.dtype_bytes if kv_dtype == "auto" else KV_ELEM_BYTES[kv_dtype]
-    step_cached = lm_cost(dims, gen_length, prefix + gen_length, gen_length, kv_b)
-    if kv_dtype != "auto":  # decoded copy of the prefix written and read each step
-        step_cached = step_cached + Cost(0, 2 * kv_cache_bytes(dims.n_layers, dims.n_heads, dims.head_dim, prefix,
-                                                              dims.dtype_bytes))
+    fill, per_step = prefix_traffic_bytes(dims, prefix, kv_dtype)
+    step_cached = lm_cost(dims, gen_length, prefix + gen_length, gen_length)
     step_nocache = lm_cost(dims, prefix + gen_length, prefix + gen_length, gen_length)
     return {
         "vision": siglip_cost(dims, geom.resolution, geom.views),
         "projector": projector_cost(dims, geom.grid_tokens(dims.patch)),
         "selection": selection_cost(dims, geom.selection, geom.grid_tokens(dims.patch), geom.visual_tokens),
         "prefill": lm_cost(dims, prefix, prefix, 1),  # the sampler keeps only the last position's logits
+        "prefill_kv": Cost(0, fill),
         "step_cached": step_cached,
+        "step_kv": Cost(0, per_step),
         "step_nocache": step_nocache,
-        "denoise_cached": steps * step_cached,
+        "denoise_cached": steps * (step_cached + Cost(0, per_step)),
         "denoise_nocache": steps * step_nocache,
     }
 
 
+def host_floors(dims: BenchDims, geom: Geometry, o: Overheads, kv_dtype: str = "auto") -> dict[str, float]:
+    """Host floor per stage (per forward for the steps); projector and selection have none measured (0.2-2.3 ms)."""
+    lm = dims.n_layers * o.lm_layer_s
+    cached = lm + (dims.n_layers * o.int8_layer_s if kv_dtype == "int8" else 0.0)
+    vision = (dims.vision_layers * o.vision_layer_s + o.vision_fixed_s
+              + (o.pos_interp_s if geom.resolution > NATIVE_RESOLUTION else 0.0))
+    return {"vision": vision, "projector": 0.0, "selection": 0.0, "prefill": cached, "step_cached": cached,
+            "step_nocache": lm}
+
+
+def _timings(secs: dict[str, float], steps: int) -> dict[str, float]:
+    front = secs["vision"] + secs["projector"] + secs["selection"]
+    denoise_cached, denoise_nocache = steps * secs["step_cached"], steps * secs["step_nocache"]
+    return {"denoise_cached": denoise_cached, "denoise_nocache": denoise_nocache,
+            "latency_s": front + secs["prefill"] + denoise_cached, "latency_nocache_s": front + denoise_nocache,
+            "cache_speedup": denoise_nocache / (secs["prefill"] + denoise_cached),
+            "selection_share_of_vision": secs["selection"] / front if front else 0.0}
+
+
 def predict(dims: BenchDims, hw: Hardware, geometry: dict[str, Geometry] | None = None, text_tokens: int = 64,
             gen_length: int = 32, steps: int = 30, kv_dtype: str = "auto") -> dict[str, dict[str, Any]]:
-    """Per variant: stage FLOPs/bytes/seconds, latency with and without the prefix cache, KV bytes, memory."""
+    """Per variant: stage FLOPs/bytes/seconds, latency with and without the prefix cache, KV bytes, memory.
+
+    ``seconds`` / ``latency_s`` / ``cache_speedup`` are the prediction (with the profile's measured overheads, if
+    it has them); ``seconds_roofline`` / ``latency_roofline_s`` / ``cache_speedup_roofline`` the roofline alone.
+    """
     geometry = geometry or DEFAULT_GEOMETRY
+    stages = ("vision", "projector", "selection", "prefill", "step_cached", "step_nocache")
     out: dict[str, dict[str, Any]] = {}
     for name, geom in geometry.items():
         costs = variant_costs(dims, geom, text_tokens, gen_length, steps, kv_dtype)
-        secs = {k: c.seconds(hw) for k, c in costs.items()}
-        front = secs["vision"] + secs["projector"] + secs["selection"]
+        floors = host_floors(dims, geom, hw.overheads, kv_dtype) if hw.overheads else dict.fromkeys(stages, 0.0)
+        serial = {k: [costs[k]] for k in stages}
+        serial["prefill"].append(costs["prefill_kv"])
+        serial["step_cached"].append(costs["step_kv"])
+        roof = {k: sum(c.seconds(hw) for c in serial[k]) for k in stages}
+        secs = {k: hw.stage_seconds(serial[k], floors[k]) for k in stages}
+        t, t_roof = _timings(secs, steps), _timings(roof, steps)
+        secs.update(denoise_cached=t["denoise_cached"], denoise_nocache=t["denoise_nocache"])
+        roof.update(denoise_cached=t_roof["denoise_cached"], denoise_nocache=t_roof["denoise_nocache"])
         prefix = text_tokens + geom.visual_tokens
         kv = {k: kv_cache_bytes(dims.n_layers, dims.n_heads, dims.head_dim, prefix, v, int8_scales=(k == "int8"))
               for k, v in {"model": dims.dtype_bytes, "bf16": 2, "int8": 1}.items()}
@@ -239,11 +345,11 @@ def predict(dims: BenchDims, hw: Hardware, geometry: dict[str, Geometry] | None 
         out[name] = {
             "visual_tokens": geom.visual_tokens, "prefix_positions": prefix,
             "flops": {k: c.flops for k, c in costs.items()}, "bytes": {k: c.bytes for k, c in costs.items()},
-            "seconds": secs,
-            "latency_s": front + secs["prefill"] + secs["denoise_cached"],
-            "latency_nocache_s": front + secs["denoise_nocache"],
-            "cache_speedup": secs["denoise_nocache"] / (secs["prefill"] + secs["denoise_cached"]),
-            "selection_share_of_vision": secs["selection"] / front if front else 0.0,
+            "seconds": secs, "seconds_roofline": roof, "host_floor_s": floors,
+            "latency_s": t["latency_s"], "latency_nocache_s": t["latency_nocache_s"],
+            "cache_speedup": t["cache_speedup"], "selection_share_of_vision": t["selection_share_of_vision"],
+            "latency_roofline_s": t_roof["latency_s"], "latency_nocache_roofline_s": t_roof["latency_nocache_s"],
+            "cache_speedup_roofline": t_roof["cache_speedup"],
             "kv_bytes": kv,
             "memory_bytes": lm_weight_bytes(dims) + vision_weight_bytes(dims) + kv_used + act,
             "memory_beyond_weights_bytes": kv_used + act,
@@ -254,6 +360,7 @@ def predict(dims: BenchDims, hw: Hardware, geometry: dict[str, Geometry] | None 
 def ratios(pred: dict[str, dict[str, Any]], baseline: str) -> dict[str, dict[str, float]]:
     base = pred[baseline]
     return {name: {"latency": p["latency_s"] / base["latency_s"],
+                   "latency_roofline": p["latency_roofline_s"] / base["latency_roofline_s"],
                    "memory": p["memory_bytes"] / base["memory_bytes"],
                    "memory_beyond_weights": p["memory_beyond_weights_bytes"] / base["memory_beyond_weights_bytes"],
                    "kv": p["kv_bytes"]["model"] / base["kv_bytes"]["model"]}

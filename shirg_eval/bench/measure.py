@@ -173,9 +173,10 @@ def summarize(raw: dict[str, list[StageTimes]], warm: dict[str, StageTimes], pla
 
     ratios: list[dict[str, Any]] = []
 
-    def add(name: str, num: list[float], den: list[float], predicted: float | None, **extra: Any) -> None:
+    def add(name: str, num: list[float], den: list[float], predicted: float | None, roofline: float | None,
+            **extra: Any) -> None:
         stats = paired_ratio(num, den)
-        ratios.append({"name": name, **stats, "predicted": predicted,
+        ratios.append({"name": name, **stats, "predicted": predicted, "roofline": roofline,
                        "measured_over_predicted": stats["median"] / predicted if predicted else None, **extra})
 
     base = plan.baseline
@@ -185,16 +186,20 @@ def summarize(raw: dict[str, list[StageTimes]], warm: dict[str, StageTimes], pla
             pairs.append(pair)
     for num, den in pairs:
         add(f"{num} / {den} latency", series(num, "latency_ms"), series(den, "latency_ms"),
-            pred[num]["latency_s"] / pred[den]["latency_s"], kind="latency", numerator=num, denominator=den)
+            pred[num]["latency_s"] / pred[den]["latency_s"],
+            pred[num]["latency_roofline_s"] / pred[den]["latency_roofline_s"], kind="latency", numerator=num,
+            denominator=den)
     for v in plan.variants:
         if v in plan.cache_off:
             on = [p + d for p, d in zip(series(v, "prefill_ms"), series(v, "denoise_ms"), strict=True)]
             add(f"{v} prefix cache on/off speedup", series(f"{v}|nocache", "denoise_ms"), on,
-                pred[v]["cache_speedup"], kind="cache_speedup", numerator=f"{v}|nocache", denominator=v)
+                pred[v]["cache_speedup"], pred[v]["cache_speedup_roofline"], kind="cache_speedup",
+                numerator=f"{v}|nocache", denominator=v)
     for kd, pk in pred_kv.items():
         for v in plan.variants:
             add(f"{v} kv {kd} / {plan.kv_dtype} latency", series(f"{v}|kv={kd}", "latency_ms"),
-                series(v, "latency_ms"), pk[v]["latency_s"] / pred[v]["latency_s"], kind="kv_latency",
+                series(v, "latency_ms"), pk[v]["latency_s"] / pred[v]["latency_s"],
+                pk[v]["latency_roofline_s"] / pred[v]["latency_roofline_s"], kind="kv_latency",
                 numerator=f"{v}|kv={kd}", denominator=v)
 
     variants: dict[str, dict[str, Any]] = {}
@@ -224,6 +229,8 @@ def summarize(raw: dict[str, list[StageTimes]], warm: dict[str, StageTimes], pla
                                                                         "prefill", "denoise_cached",
                                                                         "denoise_nocache")}
         row["predicted_ms"]["latency"] = pred[v]["latency_s"] * 1e3
+        row["predicted_ms"]["latency_roofline"] = pred[v]["latency_roofline_s"] * 1e3
+        row["predicted_ms"]["denoise_cached_roofline"] = pred[v]["seconds_roofline"]["denoise_cached"] * 1e3
         variants[v] = row
     if memory and base in memory and memory[base]["delta_gb"] > 0:
         pr = cm.ratios(pred, base)

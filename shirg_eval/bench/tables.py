@@ -36,7 +36,8 @@ def stage_table(report: dict[str, Any], fmt_name: str = "simple") -> str:
 
 
 def predicted_stage_table(report: dict[str, Any], fmt_name: str = "simple") -> str:
-    """Measured median stage times beside the cost model's roofline times at the same dims."""
+    """Measured median stage times beside the cost model's predictions at the same dims (with the profile's
+    measured overheads, if any; the last column is the roofline alone)."""
     rows = []
     for name, v in report["variants"].items():
         p = v["predicted_ms"]
@@ -44,18 +45,19 @@ def predicted_stage_table(report: dict[str, Any], fmt_name: str = "simple") -> s
                      f"{v['selection_ms']:.2f} / {p['selection']:.2f}", f"{v['prefill_ms']:.1f} / {p['prefill']:.1f}",
                      f"{v['denoise_ms']:.1f} / {p['denoise_cached']:.1f}",
                      f"{v['nocache_denoise_ms']:.1f} / {p['denoise_nocache']:.1f}" if "nocache_denoise_ms" in v else "-",
-                     f"{v['latency_ms']:.1f} / {p['latency']:.1f}"])
+                     f"{v['latency_ms']:.1f} / {p['latency']:.1f}",
+                     fmt(p.get("latency_roofline"), ".1f")])
     return tabulate(rows, tablefmt=fmt_name, headers=[
         "variant", "vision+proj ms meas / pred", "select ms", "prefill ms", "denoise ms (cache)",
-        "denoise ms (no cache)", "latency ms"])
+        "denoise ms (no cache)", "latency ms", "roofline latency ms"])
 
 
 def ratio_table(report: dict[str, Any], fmt_name: str = "simple") -> str:
     rows = [[r["name"], f"{r['median']:.3f}", f"[{r['min']:.3f}, {r['max']:.3f}]", f"{r['spread']:.3f}",
-             fmt(r["predicted"], ".3f"), fmt(r["measured_over_predicted"], ".2f"),
+             fmt(r["predicted"], ".3f"), fmt(r["measured_over_predicted"], ".2f"), fmt(r.get("roofline"), ".3f"),
              "NOISY: spread > |median-1|" if r["noisy"] else ""] for r in report["ratios"]]
     return tabulate(rows, tablefmt=fmt_name, headers=[
-        "ratio (per round)", "median", "[min, max]", "spread", "predicted", "meas/pred", "flag"])
+        "ratio (per round)", "median", "[min, max]", "spread", "predicted", "meas/pred", "roofline", "flag"])
 
 
 def target_table(report: dict[str, Any], fmt_name: str = "simple") -> str:
