@@ -67,6 +67,7 @@ from ..base import (
     coverage_topk,
     scaffold_tokens,
 )
+from ..reduce_ops import group_means
 from ..registry import register_selector
 from ..scoring import centre_distance, saliency, standardize, text_relevance
 
@@ -146,13 +147,6 @@ def merge_groups(kept: Tensor, scores: Tensor, grid_hw: tuple[int, int], thresho
                 break
             label = new
     return torch.unique(label, sorted=True, return_inverse=True)[1]
-
-
-def _group_means(members: Tensor, group: Tensor, n_groups: int) -> Tensor:
-    """Mean feature per group (differentiable w.r.t. every member)."""
-    summed = members.new_zeros(n_groups, members.shape[1]).index_add(0, group, members)
-    counts = torch.bincount(group, minlength=n_groups).to(members.dtype)
-    return summed / counts[:, None]
 
 
 @register_selector("shirg_original")
@@ -235,14 +229,14 @@ class ShirgOriginalSelector(Selector):
             return x.index_select(0, seeds[chosen]), kept, k, n_units
         rank = torch.full((n_units,), -1, dtype=torch.long, device=x.device)
         rank[chosen] = torch.arange(k, device=x.device)
-        return _group_means(x.index_select(0, kept), rank[unit[kept]], k), kept, k, n_units
+        return group_means(x.index_select(0, kept), rank[unit[kept]], k), kept, k, n_units
 
     def _kept_components(self, x: Tensor, scores: Tensor, grid: tuple[int, int], k: int) -> tuple[Tensor, Tensor, int]:
         kept = coverage_topk(scores, grid, k, self.region, coverage=False)
         group = merge_groups(kept, scores, grid, self.merge_threshold)
         g = int(group.max()) + 1 if k else 0
         sel = x.index_select(0, kept)
-        return (sel if g == k else _group_means(sel, group, g)), kept, g
+        return (sel if g == k else group_means(sel, group, g)), kept, g
 
     def select(
         self,
