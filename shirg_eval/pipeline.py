@@ -18,7 +18,7 @@ import torch
 from .model.lavida import LavidaModel, VisualSequence
 from .model.loading import DEFAULT_PRETRAINED
 from .model.prompting import build_prompt_ids, decode_answer
-from .model.sampler import GenerationConfig, GenerationOutput, generate
+from .model.sampler import GenerationConfig, GenerationOutput, generate, synced_perf_counter
 from .model.tiny import load_tokenizer
 from .selection.presets import VisualPath
 
@@ -33,12 +33,6 @@ class Answer:
     peak_mem_kind: str
     generation: GenerationOutput
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def _sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def cpu_peak_rss_gb() -> float:
@@ -102,16 +96,16 @@ class ShirgPipeline:
         t_pre = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        start = _sync(device)
+        start = synced_perf_counter(device)
         visual = self.path.encode(views, self.question_embeds(question if query is None else query), self.generator)
         prompt = model.embed_prompt(prompt_ids, visual.embeds)
-        t_vis = _sync(device)
+        t_vis = synced_perf_counter(device)
         lm_prefill = self.path.lm_prefill(prompt_ids, visual)  # FastV: selection inside the LM prefill
         out = generate(model, prompt, config, generator=self.generator, prefill=lm_prefill)
         if lm_prefill is not None:
             visual = lm_prefill.apply(visual)  # what the LM kept, and the prefill cost FastV added
         text = decode_answer(self.tokenizer, out.ids, model.config.mask_token_id)
-        end = _sync(device)
+        end = synced_perf_counter(device)
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
         else:

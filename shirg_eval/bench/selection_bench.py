@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,12 @@ DIMS = {
 
 def _best_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
     """Fastest of ``repeats`` timed calls: on a shared machine other load only ever adds time."""
+    from shirg_eval.model.sampler import synced_perf_counter
+
     def timed() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+        t0 = synced_perf_counter(device)
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
+        return synced_perf_counter(device) - t0
 
     for _ in range(warmup):
         timed()

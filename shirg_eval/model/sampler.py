@@ -104,6 +104,13 @@ def transfer_counts(n_masked: int, steps: int, schedule: str | None = None) -> l
     return counts[::-1]
 
 
+def synced_perf_counter(device: torch.device) -> float:
+    """``time.perf_counter()`` after the device's queued work has finished (a CUDA sync; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class StageClock:
     """Stage timer: CUDA events on a GPU (read once at the end, no sync per step), perf_counter elsewhere.
 

@@ -28,7 +28,6 @@ hook). Adaptations, stated:
 from __future__ import annotations
 
 import inspect
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +37,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, apply_ro
 
 from ...model.kv_cache import PrefixCache
 from ...model.lavida import VisualSequence, bidirectional_mask
+from ...model.sampler import synced_perf_counter
 from ..base import SelectionResult, Selector, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import top_k_raster
@@ -54,12 +54,6 @@ class FastVResult:
     kept: Tensor  # [k] ascending indices into the visual block
     scores: Tensor  # [n_visual] attention received from the text positions at layer lm_layers - 1
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def _sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _run_layers(layers, hidden: Tensor, positions: Tensor, rotary, cache: PrefixCache) -> Tensor:
@@ -108,12 +102,12 @@ def fastv_prefill(model, prompt_embeds: Tensor, visual_span: tuple[int, int], k:
     captured: dict[str, Tensor] = {}
     attn = lm.layers[lm_layers - 1].self_attn
     handle = attn.q_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("q", out))
-    start = _sync(device)
+    start = synced_perf_counter(device)
     try:
         hidden = _run_layers(lm.layers[:lm_layers], prompt_embeds, positions, lm.rotary_emb, cache)
     finally:
         handle.remove()
-    t_full = _sync(device)
+    t_full = synced_perf_counter(device)
     cos, sin = lm.rotary_emb(hidden, position_ids=positions)
     queries = captured["q"].view(1, total, -1, attn.head_dim).transpose(1, 2)
     queries, _ = apply_rotary_pos_emb(queries, queries, cos, sin)
@@ -121,12 +115,12 @@ def fastv_prefill(model, prompt_embeds: Tensor, visual_span: tuple[int, int], k:
     scores = text_to_visual_attention(queries, keys, visual_span)
     kept = top_k_raster(scores, k)
     keep = torch.cat([torch.arange(lo, device=device), lo + kept, torch.arange(hi, total, device=device)])
-    t_rank = _sync(device)
+    t_rank = synced_perf_counter(device)
     _run_layers(lm.layers[lm_layers:], hidden[:, keep], positions[:, keep], lm.rotary_emb, cache)
     for layer in cache.layers[:lm_layers]:  # the first layers cached every token: keep the kept ones only
         layer.keys, layer.values = layer.keys[:, :, keep], layer.values[:, :, keep]
         layer.prefix_length = int(keep.numel())
-    end = _sync(device)
+    end = synced_perf_counter(device)
     timings = {"full_layers_ms": (t_full - start) * 1e3, "rank_ms": (t_rank - t_full) * 1e3,
                "kept_layers_ms": (end - t_rank) * 1e3}
     return FastVResult(cache, kept, scores, timings)
