@@ -23,6 +23,10 @@ def test_model_args_types_and_unknown_keys():
     assert args.selector_params() == {"k": 512, "alpha": 1.0, "scaffold": False}
     assert parse_model_args("shirg_original", {"merge": "kept_components"}).selector_params() == {
         "merge": "kept_components"}
+    # everything the pipeline takes besides the variant (the harness and the sweep-budget test share it)
+    assert parse_model_args("hired", {"k": 576, "anyres": True, "selector": "hired", "resolution": 384,
+                                      "lm_layers": 3, "seed": 2}).variant_params() == {
+        "k": 576, "lm_layers": 3, "selector": "hired", "resolution": 384, "anyres": True}
     with pytest.raises(ValueError, match=r"unknown model_args \['kk'\]; valid: pretrained"):
         parse_model_args("shirg_fixed", {"kk": 3})
     with pytest.raises(ValueError, match="k='many' should be int"):

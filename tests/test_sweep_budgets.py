@@ -23,18 +23,21 @@ SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1, "methods.yaml": 44, "reference.yaml": 4}
 
 
+VIEWS: dict[str, int] = {}  # cell name -> image views its visual path encoded (anyres cells: more than one)
+
+
 def _visual_tokens(model, cell: sw.Cell, image) -> int:
     """Visual tokens the LM receives: the visual block, or for an in-LM selector (FastV) what the prefill kept."""
-    args = parse_model_args(cell.model, dict(cell.model_args))
-    extra = {"selector": args.selector} if args.selector else {}
-    if args.resolution:
-        extra["resolution"] = args.resolution
-    path = VisualPath(model, cell.model, **args.selector_params(), **extra)
+    params = parse_model_args(cell.model, dict(cell.model_args)).variant_params()  # what the harness passes
+    path = VisualPath(model, cell.model, **params)
     if not path.in_lm:
-        return path(image).n_tokens
-    pipe = ShirgPipeline("tiny", cell.model, model=model, tokenizer=load_tokenizer(model.checkpoint_path),
-                         **args.selector_params(), **extra)
-    return pipe.answer(image, "What is shown?", GenerationConfig(gen_length=2)).visual.n_tokens
+        visual = path(image)
+    else:
+        pipe = ShirgPipeline("tiny", cell.model, model=model, tokenizer=load_tokenizer(model.checkpoint_path),
+                             **params)
+        visual = pipe.answer(image, "What is shown?", GenerationConfig(gen_length=2)).visual
+    VIEWS[cell.name] = int(visual.views.pixel_values.shape[0])
+    return visual.n_tokens
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,8 @@ def test_controls_match_their_reference_token_count(sweep_file: str, tiny_model,
     if sweep_file == "methods.yaml":
         assert {counts[f"shirg_fixed_k{k}"] for k in (912, 768, 576, 256)} == {912, 768, 576, 256}
         assert counts["fastv_k576"] == 576
+        assert counts["hired_anyres_k576"] == 576
+        assert VIEWS["hired_anyres_k576"] > 1 and VIEWS["hired_k576"] == 1  # anyres cells measured on anyres
     elif sweep_file != "ablations.yaml":  # the budgets the roadmap's comparisons are about
         assert counts["shirg_fixed"] == counts["pool_k"] == counts["random_k"] == 768 + 144
         assert counts["shirg_fixed_768"] == counts["pool_k_768"] == counts["random_k_768"] == 768

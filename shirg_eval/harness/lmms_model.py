@@ -34,20 +34,12 @@ class ShirgLavidaLMM(lmms):
         super().__init__()
         self.args = parse_model_args(self.variant, raw_args)
         self._setup_distributed()
-        selector_params = self.args.selector_params()
-        extra = {}
-        if self.args.selector:
-            extra["selector"] = self.args.selector
-        if self.args.resolution:
-            extra["resolution"] = self.args.resolution
-        if self.args.anyres:
-            extra["anyres"] = True
         try:
             self.pipeline = ShirgPipeline(
                 self.args.pretrained, self.variant, lora=self.args.lora,
                 allow_base_mismatch=self.args.allow_base_mismatch, device=self._device_name(),
                 dtype=self.args.dtype, seed=self.args.seed, attn_implementation=self.args.attn_implementation,
-                **selector_params, **extra,
+                **self.args.variant_params(),
             )
         except (ValueError, OSError) as err:
             raise ValueError(f"--model {self.variant}: {err}") from err

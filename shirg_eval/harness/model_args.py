@@ -45,6 +45,18 @@ class ModelArgs:
         names = ("k", "scaffold", "alpha", "coverage", "merge", "lm_layers")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
+    def variant_params(self) -> dict[str, Any]:
+        """What :class:`~shirg_eval.pipeline.ShirgPipeline` / ``VisualPath`` take besides the variant: the
+        selector parameters, plus ``selector``, ``resolution`` and ``anyres`` when given."""
+        params = self.selector_params()
+        if self.selector:
+            params["selector"] = self.selector
+        if self.resolution:
+            params["resolution"] = self.resolution
+        if self.anyres:
+            params["anyres"] = True
+        return params
+
 
 # lmms-eval passes these to every model; they are handled (or rejected) explicitly.
 _CLI_INJECTED = {"batch_size", "max_batch_size"}
