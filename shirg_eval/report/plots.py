@@ -4,8 +4,8 @@ peak memory, and a gallery of the ``selection_*.png`` overlays found in the run 
 Rows are told apart by a legend (one colour/marker per row, outside the axes), never by text placed next to the
 points, so labels cannot overlap however close the points are. To add a plot, write a function that takes the
 :class:`Leaderboard` and an output folder and returns the files it wrote, and list it in :func:`write_plots`;
-:func:`scatter_plot` draws any two numeric per-task columns of ``lb.raw`` (``group_by`` joins rows of one
-variant with a line, e.g. one curve per method over several budgets).
+:func:`scatter_plot` draws any two numeric per-task columns of ``lb.raw`` (``join_methods`` joins the rows of one
+method -- :func:`row_methods`, the same curves as :func:`accuracy_vs_tokens_by_method` -- with a line).
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ def _style(i: int) -> dict[str, object]:
 
 
 def scatter_plot(
-    lb: Leaderboard, task: str, xcol: str, xlabel: str, stem: str, out: Path, group_by: str | None = None
+    lb: Leaderboard, task: str, xcol: str, xlabel: str, stem: str, out: Path, join_methods: bool = False
 ) -> list[Path]:
     """Headline metric (with its 95% CI) against ``lb.raw[xcol]`` for ``task``; one legend entry per row."""
     metric, label = lb.headlines[task]
     df = lb.raw
+    methods = row_methods(lb)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     lines: dict[str, list[tuple[float, float]]] = {}
     plotted = 0
@@ -62,8 +63,8 @@ def scatter_plot(
         yerr = None if _missing(lo) or _missing(hi) else [[y - lo], [hi - y]]
         ax.errorbar([x], [y], yerr=yerr, fmt=str(_style(i)["marker"]), color=_style(i)["color"], capsize=3,
                     label=r["label"])
-        if group_by:
-            lines.setdefault(str(r[group_by]), []).append((x, y))
+        if join_methods:
+            lines.setdefault(methods[i], []).append((x, y))
         plotted += 1
     for points in lines.values():
         if len(points) > 1:
@@ -93,28 +94,37 @@ def method_of(variant: str, settings: str, lora: str | None = None) -> str:
     return label + (f"@{lora}" if lora else "")
 
 
+def row_methods(lb: Leaderboard) -> list[str]:
+    """The curve of every row of ``lb.raw``: :func:`method_of`, plus ``{the base components that vary}`` when rows
+    differ in their base (another checkpoint, dtype, KV dtype or kernel is another curve, as it is another row)."""
+    from shirg_eval.report.leaderboard import varying_base
+
+    keys = [(str(r["variant"]), r["lora"] if isinstance(r.get("lora"), str) else None, r.get("settings") or "",
+             r.get("base") or "") for r in lb.raw.to_dict("records")]
+    differing, _ = varying_base(keys)
+    return [method_of(variant, settings, lora) + (f" {{{differing[key]}}}" if differing[key] else "")
+            for key in keys for variant, lora, settings, _ in [key]]
+
+
 def method_curves(lb: Leaderboard, task: str) -> dict[str, list[tuple[float, float, float, float]]]:
     """``{method: [(tokens, headline, ci_low, ci_high), ...]}`` sorted by tokens; rows without numbers skipped."""
     metric, _ = lb.headlines[task]
     df = lb.raw
-    tokens_col = f"{task}.visual_tokens" if f"{task}.visual_tokens" in df.columns else "visual_tokens"
     curves: dict[str, list[tuple[float, float, float, float]]] = {}
-    for i in range(len(df)):
-        x, y = float(df[tokens_col].iloc[i]), float(df[f"{task}.{metric}"].iloc[i])
+    for i, method in enumerate(row_methods(lb)):
+        x, y = float(df[f"{task}.visual_tokens"].iloc[i]), float(df[f"{task}.{metric}"].iloc[i])
         if math.isnan(x) or math.isnan(y):
             continue
         lo, hi = df[f"{task}.{metric}.ci_low"].iloc[i], df[f"{task}.{metric}.ci_high"].iloc[i]
-        lora = df["lora"].iloc[i]
-        key = method_of(df["variant"].iloc[i], df["settings"].iloc[i] or "", lora if isinstance(lora, str) else None)
-        curves.setdefault(key, []).append((x, y, float(lo), float(hi)))
+        curves.setdefault(method, []).append((x, y, float(lo), float(hi)))
     return {name: sorted(points) for name, points in sorted(curves.items())}
 
 
 def accuracy_vs_tokens_by_method(lb: Leaderboard, task: str, out: Path) -> list[Path]:
     """One plot per task: headline metric (95% CI) against the LM-side visual tokens, one curve per method.
 
-    Rows of the same variant at different budgets (``k``, ``scaffold``) form a curve; a method run at one budget
-    (e.g. ``lavida``, ``lavida_384``) is a single marker.
+    Rows of the same variant, settings and base at different budgets (``k``, ``scaffold``) form a curve
+    (:func:`row_methods`); a method run at one budget (e.g. ``lavida``, ``lavida_384``) is a single marker.
     """
     _, label = lb.headlines[task]
     curves = method_curves(lb, task)
@@ -211,7 +221,7 @@ def write_plots(lb: Leaderboard, out: Path) -> tuple[list[Path], list[str]]:
         )
         files += scatter_plot(
             lb, task, f"{task}.visual_tokens", f"{task} visual tokens (mean)", f"accuracy_vs_tokens_{task}", out,
-            group_by="variant",
+            join_methods=True,
         )
         files += accuracy_vs_tokens_by_method(lb, task, out)
     mem = memory_plot(lb, out)
