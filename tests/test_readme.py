@@ -36,3 +36,15 @@ def test_readme_trainer_section_lists_every_flag_and_the_tiny_base():
     synth = re.search(r"shirg-synth --out (\S+) --what lcs", section)
     assert synth and tiny["data"]["json"].startswith(f"{synth.group(1)}/lcs/")
     assert tiny["data"]["image_folder"] == f"{synth.group(1)}/lcs"
+
+
+def test_readme_lists_every_model_arg():
+    from dataclasses import fields
+
+    from shirg_eval.harness.model_args import ModelArgs
+
+    text = README.read_text()
+    paragraph = text[text.index("`--model_args` (all optional)"):]
+    paragraph = paragraph[: paragraph.index("\n\n")]
+    missing = [f.name for f in fields(ModelArgs) if f"`{f.name}`" not in paragraph]
+    assert not missing, f"README's --model_args paragraph does not list: {missing}"
