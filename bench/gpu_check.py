@@ -8,8 +8,8 @@ bf16 vs int8; 30 steps; interleaved rounds), ``harness`` (``shirg-bench --harnes
 ``--dry-run`` runs the same steps on the CPU at tiny dims (random init through the same on-device path), with
 fewer rounds and steps, in under a minute: CI runs it so the kit cannot rot.
 
-Every step writes its result as it finishes; ``gpu_check.json`` and ``gpu_check.md`` are rewritten after each
-step, so a run stopped from outside still leaves what it measured. Output files (at most 8, for the device tool):
+Every step writes its result as it finishes; ``gpu_check.json`` and ``gpu_check.md`` (:mod:`gpu_summary`) are
+rewritten after each step, so a run stopped from outside still leaves what it measured. Output files (at most 8, for the device tool):
 gpu_check.json, gpu_check.md, gpu_check.log, fidelity_fp32.xml, fidelity_bf16.xml, bench.json, harness.json.
 Stdlib only at import, so it can report a broken environment.
 """
@@ -25,12 +25,12 @@ import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_prep import REPO, source_hash  # noqa: E402
+from gpu_summary import collect_results, markdown  # noqa: E402
 
 BENCH_VARIANTS = "lavida_384,lavida_672,shirg_fixed,pool_k"
 CORE_MODULES = ("torch", "transformers", "safetensors", "tokenizers", "PIL", "numpy", "yaml", "tabulate", "psutil",
@@ -264,120 +264,6 @@ def steps(python: str, out: Path, fixtures: Path, dry_run: bool) -> list[Step]:
         Step("harness", 120, harness, {**unbuffered, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
              needs="harness", output="harness.json"),
     ]
-
-
-# ---------------------------------------------------------------------------------------------- results
-def junit(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError:
-        return None
-    cases = []
-    for tc in root.iter("testcase"):
-        outcome = "passed"
-        for tag in ("failure", "error", "skipped"):
-            node = tc.find(tag)
-            if node is not None:
-                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
-                cases.append({"test": tc.get("name"), "outcome": outcome,
-                              "message": (node.get("message") or "")[:300],
-                              "properties": {p.get("name"): p.get("value") for p in tc.iter("property")}})
-                break
-        else:
-            cases.append({"test": tc.get("name"), "outcome": outcome,
-                          "properties": {p.get("name"): p.get("value") for p in tc.iter("property")}})
-    counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "error", "skipped")}
-    return {"counts": counts, "cases": cases}
-
-
-def collect_results(out: Path) -> dict:
-    res: dict = {}
-    for name in ("fidelity_fp32", "fidelity_bf16"):
-        res[name] = junit(out / f"{name}.xml")
-    for name in ("bench", "harness"):
-        path = out / f"{name}.json"
-        try:
-            res[name] = json.loads(path.read_text()) if path.is_file() else None
-        except json.JSONDecodeError:
-            res[name] = {"status": "unreadable (written while stopped?)"}
-    return res
-
-
-def _worst(cases: list[dict]) -> str:
-    """The largest value of every measured-error property over the tests (ids agreement listed per test)."""
-    worst: dict[str, float] = {}
-    ids = []
-    for case in cases:
-        for k, v in case["properties"].items():
-            if k.startswith("ids_"):
-                ids.append(v)
-                continue
-            try:
-                worst[k] = max(worst.get(k, 0.0), float(v))
-            except ValueError:
-                continue
-    parts = [f"{k} {v:.2e}" for k, v in sorted(worst.items())]
-    return "; ".join(parts + ([f"ids agreeing {', '.join(ids)}"] if ids else []))
-
-
-def markdown(summary: dict, compact: bool = False) -> str:
-    """The summary; ``compact`` (printed last, where the device tool's output tail is read) lists the fidelity
-    tests' worst errors instead of every test."""
-    env, res = summary.get("env", {}), summary.get("results", {})
-    smi = env.get("nvidia_smi_before") or {}
-    lines = [f"# GPU check: {summary['mode']}", "",
-             f"- started {summary['started']}, {summary.get('elapsed_s', 0):.0f} s of a {summary['budget_s']:.0f} s "
-             "budget",
-             f"- card: {env.get('device_name', smi.get('name', 'none'))}; driver {smi.get('driver_version', '-')} "
-             f"(CUDA {smi.get('driver_cuda_version', '-')}); torch {env.get('torch', '-')} (CUDA "
-             f"{env.get('torch_cuda', '-')}, cuDNN {env.get('cudnn', '-')}); transformers {env.get('transformers', '-')};"
-             f" Pillow {env.get('pillow', '-')}; python {env.get('python', '-')}",
-             f"- source sha256 {str(env.get('source_sha256', '-'))[:16]}, git {str(env.get('git_commit') or '-')[:12]}",
-             "", "| step | status | seconds |", "|---|---|---|"]
-    for name, r in summary["steps"].items():
-        lines.append(f"| {name} | {r['status']} | {r.get('seconds', '-')} |")
-    for name in ("fidelity_fp32", "fidelity_bf16"):
-        j = res.get(name)
-        if not j:
-            continue
-        c = j["counts"]
-        lines += ["", f"## {name}: {c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped",
-                  "", f"worst measured: {_worst(j['cases'])}"]
-        failed = [case for case in j["cases"] if case["outcome"] in ("failed", "error")]
-        if compact:
-            lines += [f"- FAILED {case['test']}: {case.get('message', '')}" for case in failed]
-            continue
-        lines += ["", "| test | outcome | measured |", "|---|---|---|"]
-        for case in j["cases"]:
-            props = ", ".join(f"{k} {v}" for k, v in case["properties"].items())
-            note = case.get("message", "")
-            lines.append(f"| {case['test']} | {case['outcome']} | {props}{' -- ' + note if note else ''} |")
-    bench = res.get("bench")
-    if bench and bench.get("variants"):
-        lines += ["", f"## shirg-bench ({bench.get('dims')} dims, {bench.get('status')})", ""]
-        try:
-            from shirg_eval.bench.tables import predicted_stage_table, ratio_table, stage_table, target_table
-
-            lines += [f"{bench['model']}; {bench['device_name']} {bench['dtype']}; {bench['rounds_done']} interleaved "
-                      f"rounds; timer {bench['config']['timer']}; figures median [min, max] over rounds", "",
-                      stage_table(bench, "github"), "", "measured / predicted ms (cost model, profile "
-                      f"{bench['cost_model']['hardware']['name']})", "", predicted_stage_table(bench, "github"), "",
-                      ratio_table(bench, "github"), "", target_table(bench, "github")]
-        except Exception as err:  # the summary must never fail: fall back to the raw figures
-            lines += [f"(tables unavailable: {type(err).__name__}: {err})", "```",
-                      json.dumps(bench.get("ratios"), indent=1, default=str)[:4000], "```"]
-    harness = res.get("harness")
-    if harness and "overhead" in harness:
-        lines += ["", "## harness overhead", "",
-                  f"lmms_eval {harness['harness_ms_per_sample']:.1f} ms/sample vs direct "
-                  f"{harness['direct_ms_per_sample']:.1f} ms/sample: {harness['overhead'] * 100:+.1f}% "
-                  f"({harness.get('overhead_ms_per_sample', 0):+.2f} ms per sample; {harness['docs']} docs, "
-                  f"{harness.get('device')} {harness.get('dtype')}, variant {harness['variant']}, tiny model)"]
-    elif summary.get("harness_missing"):
-        lines += ["", "## harness overhead", "", "not measured: missing " + ", ".join(summary["harness_missing"])]
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- main

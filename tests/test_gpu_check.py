@@ -1,4 +1,4 @@
-"""The GPU run kit (bench/gpu_check.sh, gpu_check.py, gpu_prep.py): its dry run end to end on the CPU, and the
+"""The GPU run kit (bench/gpu_check.sh, gpu_check.py, gpu_summary.py, gpu_prep.py): its dry run end to end on the CPU, and the
 parts a GPU run depends on that a dry run does not reach (time limits, stale or missing wheels, wheel trimming)."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_preflight_stops_at_once_naming_what_is_missing(tmp_path):
 def _kit_copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     (root / "bench").mkdir(parents=True)
-    for name in ("gpu_check.sh", "gpu_prep.py", "gpu_check.py"):
+    for name in ("gpu_check.sh", "gpu_prep.py", "gpu_check.py", "gpu_summary.py"):
         shutil.copy(REPO / "bench" / name, root / "bench" / name)
     return root
 
