@@ -14,6 +14,9 @@ hook). Adaptations, stated:
   token" that predicts the next one, and the answer positions are not in the prefix. The ranking is the mean
   attention each visual token receives from all text positions of the prompt (system prompt, question and chat
   template), averaged over heads, at layer ``lm_layers - 1``, computed from that layer's queries and keys.
+  So FastV, unlike the vision-side selectors, is *not* conditioned on the document's question alone (the
+  harness's ``query``): the task instruction is part of the prompt the LM reads, and its positions vote too (as
+  FastV's last token has read the instruction).
 - The prefix cache holds only the kept positions (text + ``k`` visual) in *every* layer: in the first
   ``lm_layers`` layers their keys/values were computed with all visual tokens present, but the answer tokens of
   the denoising steps attend to the kept ones only (FastV's autoregressive cache keeps all image tokens in its
