@@ -18,7 +18,8 @@ import torch
 
 from .kv_cache import KV_DTYPES, PrefixCache, cache_bytes, fill_prefix
 
-__all__ = ["GenerationConfig", "GenerationOutput", "StageClock", "cache_bytes", "commit_step", "generate", "transfer_counts"]
+__all__ = ["GenerationConfig", "GenerationOutput", "StageClock", "cache_bytes", "commit_step", "generate",
+           "synced_perf_counter", "transfer_counts"]
 
 SCHEDULES = (None, "shift", "cosine")
 REMASKING = ("low_confidence", "random")
