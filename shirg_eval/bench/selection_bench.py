@@ -91,7 +91,8 @@ def _ms(t: float) -> str:
     return f"{t * 1e3:9.2f} ms"
 
 
-def time_reducers(args, device, dtype, width, lm_dim) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def time_reducers(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, width: tuple[int, int, int],
+                  lm_dim: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The tower's time and every method's per-image cost on the same machine."""
     import shirg_eval.selection as selection
     from shirg_eval.model.tower_probe import TowerProbe, attention_received
@@ -156,7 +157,8 @@ def time_reducers(args, device, dtype, width, lm_dim) -> tuple[dict[str, Any], l
     return tower_info, rows
 
 
-def time_fastv(args, device, dtype, lm_width, t_tower_full_ms: float) -> list[dict[str, Any]]:
+def time_fastv(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, lm_width: tuple[int, int, int],
+               t_tower_full_ms: float) -> list[dict[str, Any]]:
     """FastV's added prefill from one LLaDA layer timed over ``text + N`` and ``text + k`` tokens."""
     from shirg_eval.model.lavida import bidirectional_mask
     from shirg_eval.selection.selectors.fastv import text_to_visual_attention
@@ -192,7 +194,7 @@ def time_fastv(args, device, dtype, lm_width, t_tower_full_ms: float) -> list[di
     return out
 
 
-def check_probe(args, device, width) -> float:
+def check_probe(args: argparse.Namespace, device: torch.device, width: tuple[int, int, int]) -> float:
     """Max |probe - eager| over layers 0 and -1 of a 2-layer tower on ``device`` (fp32): the fast path is exact."""
     from shirg_eval.model.tower_probe import TowerProbe
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,6 +25,9 @@ from torch import Tensor
 from ..model.preprocess import ImageViews, fitted_size
 from ..model.tower_probe import TowerProbe
 from .context import SelectionContext, SelectorNeeds, ViewLayout
+
+if TYPE_CHECKING:
+    from ..model.lavida import LavidaModel
 
 
 @dataclass
@@ -62,7 +66,7 @@ def anyres_layout(views: ImageViews, side: int, tile_px: int) -> ViewLayout:
     return ViewLayout(rows * cols + 1, view_of, side, (cols, rows), global_to_view)
 
 
-def selector_inputs(model, views: ImageViews, needs: SelectorNeeds, anyres: bool = False) -> SelectorInputs:
+def selector_inputs(model: LavidaModel, views: ImageViews, needs: SelectorNeeds, anyres: bool = False) -> SelectorInputs:
     """Run the tower (with the probe the selector declared) and arrange what the selector gets."""
     pixels = views.pixel_values
     n_views = int(pixels.shape[0])

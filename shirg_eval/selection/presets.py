@@ -10,7 +10,7 @@ tokens (the default), pre-projector features, one or two tower layers' attention
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from ..model.lavida import IMAGE_TOKEN_INDEX, VisualSequence
 from ..model.preprocess import ImageViews
 from .inputs import selector_inputs
 from .registry import available_selectors, build_selector, get_selector
+
+if TYPE_CHECKING:
+    from .selectors.fastv import FastVPrefill
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class VisualPath:
             info["n_views"] = int(views.pixel_values.shape[0])
         return VisualSequence(embeds, views, grid_hw=inputs.grid_hw, kept_indices=result.kept_indices[0], info=info)
 
-    def lm_prefill(self, prompt_ids: torch.Tensor, visual: VisualSequence):
+    def lm_prefill(self, prompt_ids: torch.Tensor, visual: VisualSequence) -> FastVPrefill | None:
         """The sampler's ``prefill`` hook for an in-LM selector (FastV) on this prompt, else None."""
         if not self.in_lm:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -20,6 +21,10 @@ from ..model.loading import DEFAULT_PRETRAINED
 from .presets import VARIANTS
 from .viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
 
+if TYPE_CHECKING:
+    from ..model.lavida import VisualSequence
+    from .presets import VisualPath
+
 
 def selection_picture(pipeline, image: Image.Image, question: str = "") -> Image.Image:
     """The view the selector saw, kept patches highlighted, regions outlined, token count in the title."""
@@ -28,7 +33,7 @@ def selection_picture(pipeline, image: Image.Image, question: str = "") -> Image
     return picture_of(visual, pipeline.path, pipeline.model.config.vision_grid)
 
 
-def picture_of(visual, path, native_grid: int) -> Image.Image:
+def picture_of(visual: VisualSequence, path: VisualPath, native_grid: int) -> Image.Image:
     """Picture of one :class:`VisualSequence` made by ``path`` (the release path keeps every patch)."""
     view = visual.views.views[0]
     if getattr(path, "anyres", False):
@@ -44,7 +49,7 @@ def picture_of(visual, path, native_grid: int) -> Image.Image:
     return draw_selection(view, kept, grid, region=region, title=title, n_tokens=visual.n_tokens)
 
 
-def anyres_picture(visual, title: str, side: int) -> Image.Image:
+def anyres_picture(visual: VisualSequence, title: str, side: int) -> Image.Image:
     """Anyres selection: the whole-image view beside the tile map, each with its kept tokens highlighted."""
     cols, rows = visual.views.grid_wh
     tiles = visual.views.views[1:]

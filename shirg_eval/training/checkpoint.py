@@ -27,6 +27,7 @@ import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,7 @@ def _deepspeed_allowed_globals() -> list[Any]:
 
 
 @contextmanager
-def weights_only_deepspeed_loads(engine):
+def weights_only_deepspeed_loads(engine: Any) -> Iterator[None]:
     """Route this engine's checkpoint reads through ``torch.load(weights_only=True)`` (DeepSpeed's own engine
     passes ``weights_only=False``, i.e. full pickle); anything outside the allow-list is refused, not run."""
     ckpt_engine = engine.checkpoint_engine

@@ -39,7 +39,7 @@ from torch import Tensor
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, apply_rotary_pos_emb
 
 from ...model.kv_cache import PrefixCache
-from ...model.lavida import VisualSequence, bidirectional_mask
+from ...model.lavida import LavidaModel, VisualSequence, bidirectional_mask
 from ...model.sampler import synced_perf_counter
 from ..base import SelectionResult, Selector, check_int
 from ..context import SelectionContext, SelectorNeeds
@@ -86,7 +86,7 @@ def text_to_visual_attention(queries: Tensor, keys: Tensor, visual_span: tuple[i
 
 
 @torch.no_grad()
-def fastv_prefill(model, prompt_embeds: Tensor, visual_span: tuple[int, int], k: int, lm_layers: int = 2,
+def fastv_prefill(model: LavidaModel, prompt_embeds: Tensor, visual_span: tuple[int, int], k: int, lm_layers: int = 2,
                   kv_dtype: str = "auto") -> FastVResult:
     """The Prefix-DLM prefill with FastV: all tokens through ``lm_layers`` layers, then the kept ones only."""
     lm = model.language_model.model
@@ -136,7 +136,7 @@ class FastVPrefill:
         self.selector, self.visual_span = selector, visual_span
         self.result: FastVResult | None = None
 
-    def __call__(self, model, prompt_embeds: Tensor, kv_dtype: str) -> PrefixCache:
+    def __call__(self, model: LavidaModel, prompt_embeds: Tensor, kv_dtype: str) -> PrefixCache:
         self.result = fastv_prefill(model, prompt_embeds, self.visual_span, self.selector.k,
                                     self.selector.lm_layers, kv_dtype)
         return self.result.cache
