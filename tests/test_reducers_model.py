@@ -153,7 +153,8 @@ def test_fastv_through_the_pipeline_records_its_cost(tiny_checkpoint, tiny_model
 
 
 @pytest.mark.slow
-def test_methods_sweep_runs_every_method_at_the_same_lm_side_budgets(tiny_model, chart):
+def test_methods_sweep_runs_every_method_at_the_same_lm_side_budgets(tiny_checkpoint, tiny_model, tiny_tokenizer,
+                                                                     chart):
     """configs/sweeps/methods.yaml: every method's cells feed the LM exactly 912, 768, 576 and 256 visual tokens."""
     from collections import defaultdict
     from pathlib import Path
@@ -166,9 +167,12 @@ def test_methods_sweep_runs_every_method_at_the_same_lm_side_budgets(tiny_model,
         if cell.model in ("lavida", "lavida_384", "lavida_672"):
             continue
         args = dict(cell.model_args)
-        with torch.no_grad():
-            visual = VisualPath(tiny_model, cell.model, **args)(chart)
-        tokens = args["k"] if cell.model == "fastv" else visual.n_tokens  # FastV narrows inside the LM
+        if cell.model == "fastv":  # FastV narrows inside the LM: count what its prefill kept
+            pipe = ShirgPipeline(tiny_checkpoint, cell.model, model=tiny_model, tokenizer=tiny_tokenizer, **args)
+            tokens = pipe.answer(chart, QUESTION, GenerationConfig(gen_length=2)).visual.n_tokens
+        else:
+            with torch.no_grad():
+                tokens = VisualPath(tiny_model, cell.model, **args)(chart).n_tokens
         assert cell.name.endswith(f"_k{tokens}"), (cell.name, tokens)
         budgets[cell.name.rsplit("_k", 1)[0]].add(tokens)
     assert len(budgets) == 12  # shirg_fixed, pool_k, random_k, 8 reducers and HiRED on anyres
