@@ -192,6 +192,14 @@ def test_newest_duplicate_wins(tmp_path: Path) -> None:
     )
 
 
+def test_infrastructure_model_args_do_not_split_rows() -> None:
+    from shirg_eval.report.results import _identity
+
+    for extra in ("", ",device=cuda,journal=/j,pictures=0,allow_failures=true,allow_base_mismatch=true"):
+        results = {"config": {"model": "shirg_fixed", "model_args": f"pretrained=/m,k=512,lora=/a{extra}"}}
+        assert _identity(results, {}) == ("shirg_fixed", "/a", "k=512", "pretrained=/m")
+
+
 def test_different_document_sets_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runs = _copy(tmp_path)
     samples = runs / "pool_k" / "models__tiny-lavida" / f"{STAMP}_samples_chartqa_200.jsonl"

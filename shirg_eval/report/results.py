@@ -34,6 +34,7 @@ INFRA_ARGS = frozenset(
         "journal",
         "pictures",
         "allow_failures",
+        "allow_base_mismatch",  # lets a LoRA load onto other base weights; the base itself is in the row key
     }
 )
 # What the numbers were computed *with*: the base checkpoint, the weights' dtype, the KV-cache storage and the
