@@ -85,3 +85,12 @@ def test_viz_cli(tiny_checkpoint, chart, tmp_path):
     assert Image.open(tmp_path / "sel.png").size[0] == 672
     assert main(["--posembed", str(src), "--pretrained", str(tiny_checkpoint), "-o", str(tmp_path / "pe.png")]) == 0
     assert (tmp_path / "pe.png").stat().st_size > 0
+
+
+def test_viz_shows_what_fastv_kept_in_the_lm(tiny_checkpoint, tiny_model, tiny_tokenizer, chart):
+    from shirg_eval.pipeline import ShirgPipeline
+    from shirg_eval.selection.viz_cli import selected_visual
+
+    pipe = ShirgPipeline(tiny_checkpoint, "fastv", model=tiny_model, tokenizer=tiny_tokenizer, k=128)
+    visual = selected_visual(pipe, chart, "What is the highest value?")  # the visual side alone would keep 2304
+    assert visual.n_tokens == 128 and visual.kept_indices.numel() == 128

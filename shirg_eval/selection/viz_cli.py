@@ -18,19 +18,28 @@ from PIL import Image
 
 from ..model.config import CheckpointError, CheckpointNotFoundError
 from ..model.loading import DEFAULT_PRETRAINED
+from ..model.sampler import GenerationConfig
 from .presets import VARIANTS
 from .viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
 
 if TYPE_CHECKING:
     from ..model.lavida import VisualSequence
+    from ..pipeline import ShirgPipeline
     from .presets import VisualPath
 
 
-def selection_picture(pipeline, image: Image.Image, question: str = "") -> Image.Image:
-    """The view the selector saw, kept patches highlighted, regions outlined, token count in the title."""
+def selected_visual(pipeline: ShirgPipeline, image: Image.Image, question: str = "") -> VisualSequence:
+    """What the LM receives for ``image``: the visual path's output, or for an in-LM selector (FastV, which keeps
+    every token on the visual side) what its prefill kept, from one answer of a single token."""
+    if pipeline.path.in_lm:
+        return pipeline.answer(image, question, GenerationConfig(gen_length=1)).visual
     with torch.no_grad():
-        visual = pipeline.path(image, pipeline.question_embeds(question), pipeline.generator)
-    return picture_of(visual, pipeline.path, pipeline.model.config.vision_grid)
+        return pipeline.path(image, pipeline.question_embeds(question), pipeline.generator)
+
+
+def selection_picture(pipeline: ShirgPipeline, image: Image.Image, question: str = "") -> Image.Image:
+    """The view the selector saw, kept patches highlighted, regions outlined, token count in the title."""
+    return picture_of(selected_visual(pipeline, image, question), pipeline.path, pipeline.model.config.vision_grid)
 
 
 def picture_of(visual: VisualSequence, path: VisualPath, native_grid: int) -> Image.Image:
