@@ -155,5 +155,8 @@ def test_yaml_configs_and_grid() -> None:
     }
     assert road.baseline == "lavida" and road.tasks == ["chartqa_200", "docvqa_200"] and road.limit is None
     demo = sw.load_sweep(ROOT / "configs" / "sweeps" / "demo.yaml")
-    assert demo.limit == 8 and [c.name for c in demo.cells] == [c.name for c in road.cells]
-    assert all(c.limit == 8 for c in demo.cells)
+    assert demo.limit == 30 and [c.name for c in demo.cells] == [c.name for c in road.cells]
+    assert all(c.limit == 30 for c in demo.cells) and demo.tasks == ["chartqa_reading", "docvqa_reading"]
+    reference = sw.load_sweep(ROOT / "configs" / "sweeps" / "reference.yaml")
+    assert [c.name for c in reference.cells] == [c.name for c in road.cells] + ["shirg_fixed_lora"]
+    assert reference.limit is None and reference.tasks == demo.tasks
