@@ -1,10 +1,12 @@
-"""``make demo``: the offline benchmark on the embedded default, the trained reference mini-LaViDa.
+"""``make demo``: the offline benchmark on the embedded default.
 
-1. load the committed reference checkpoint (``models/reference``: LaViDa's layout at small widths, trained to read
-the hard synthetic sets; see its MODEL_CARD.md), 2. answer one held-out chart with every variant (answer, visual
-tokens, timings), 3. run the demo sweep through the real ``lmms_eval`` command on the hard reading sets
+1. pick the checkpoint: ``--pretrained``, else the trained reference mini-LaViDa when one is committed
+(``models/reference``, made by ``shirg-train-reference``; see its MODEL_CARD.md), else a tiny LaViDa with random
+weights built into the demo folder, 2. answer one held-out chart with every variant (answer, visual tokens,
+timings), 3. run the demo sweep through the real ``lmms_eval`` command on the hard reading sets
 (``chartqa_reading`` / ``docvqa_reading``, rendered on first use), 4. print the leaderboard with paired bootstrap
-intervals and write plots. Accuracies are real for this small model; latencies are CPU figures at small widths.
+intervals and write plots. Token counts and latency ratios are always real (CPU figures at small widths);
+accuracies are real only for a trained checkpoint: random weights score 0.
 """
 
 from __future__ import annotations
@@ -64,17 +66,16 @@ def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shirg-demo", description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="where rendered data, runs and plots go")
-    parser.add_argument("--pretrained", default=str(REFERENCE), help="checkpoint (default: the reference model)")
+    parser.add_argument("--pretrained", default=None,
+                        help="checkpoint (default: models/reference if committed, else a tiny random LaViDa)")
     parser.add_argument("--limit", type=int, default=None, help="documents per task in the sweep (default: demo.yaml)")
     parser.add_argument("--skip-sweep", action="store_true", help="only the single-image answers")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    checkpoint = Path(args.pretrained).resolve()
-    if not (checkpoint / "config.json").is_file():
-        print(f"[demo] no checkpoint at {checkpoint}: pass --pretrained DIR (`shirg-train-reference` trains the "
-              "reference model, `shirg-make-tiny DIR` writes a random tiny one)", file=sys.stderr)
+    checkpoint = pick_checkpoint(args.pretrained, out)
+    if checkpoint is None:
         return 2
     lora = REFERENCE_LORA if checkpoint == REFERENCE.resolve() and (REFERENCE_LORA / "shirg_adapter.json").is_file() \
         else None
@@ -97,6 +98,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n[demo] finished in {time.time() - started:.0f} s; leaderboard: {out / 'sweep' / 'leaderboard.md'}, "
           f"plots: {out / 'sweep' / 'plots'}")
     return code
+
+
+def pick_checkpoint(pretrained: str | None, out: Path) -> Path | None:
+    """``--pretrained``, else the committed reference model, else a tiny random LaViDa in ``out`` (said loudly)."""
+    if pretrained is not None:
+        checkpoint = Path(pretrained).resolve()
+        if not (checkpoint / "config.json").is_file():
+            print(f"[demo] no checkpoint at {checkpoint} (no config.json): pass --pretrained DIR of a LaViDa "
+                  "checkpoint (`shirg-train-reference` trains the reference model, `shirg-make-tiny DIR` writes a "
+                  "random tiny one)", file=sys.stderr)
+            return None
+        return checkpoint
+    if (REFERENCE / "config.json").is_file():
+        return REFERENCE.resolve()
+    from .model.tiny import make_tiny_checkpoint
+
+    checkpoint = out / "lavida-tiny"
+    if not (checkpoint / "model.safetensors").is_file():
+        make_tiny_checkpoint(checkpoint, seed=0)
+    print(f"[demo] no trained reference model in {REFERENCE}: using a tiny LaViDa with RANDOM weights "
+          f"({checkpoint}). Its accuracies are 0 and mean nothing; visual tokens, the budgets and latency ratios "
+          "are real. `shirg-train-reference` trains the reference model.", flush=True)
+    return checkpoint
 
 
 def shutil_which(name: str) -> list[str]:

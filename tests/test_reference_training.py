@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -44,9 +46,28 @@ def test_run_folder_is_never_reused_silently(tmp_path: Path) -> None:
     (out / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(ref_train.RunFolderError, match="--resume.*--overwrite"):
         ref_train.train(out, recipe)
-    (out / "recipe.json").write_text('{"seed": 5}')
-    with pytest.raises(ref_train.RunFolderError, match="changes"):
+    theirs = ref_train.Recipe(**{**TINY_RECIPE, "seed": 5})
+    (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(theirs)))
+    (out / "checkpoint-dense-000002").mkdir()
+    (out / "checkpoint-dense-000002" / ref_train.STATE).write_text('{"stage": "dense", "step": 2}')
+    (out / ref_train.LATEST).write_text("checkpoint-dense-000002\n")
+    with pytest.raises(ref_train.RunFolderError, match=r"changes \['seed'\]"):
         ref_train.train(out, recipe, resume=True)
+
+
+def test_resume_may_change_the_knobs_of_a_stage_not_yet_begun(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = ref_train.Recipe(**TINY_RECIPE)
+    ref_train._prepare_folder(out, first, resume=False, overwrite=False)
+    (out / "checkpoint-dense-000004").mkdir()
+    (out / "checkpoint-dense-000004" / ref_train.STATE).write_text('{"stage": "dense", "step": 4, "complete": true}')
+    (out / ref_train.LATEST).write_text("checkpoint-dense-000004\n")
+    second = ref_train.Recipe(**{**TINY_RECIPE, "qa_lr": 3e-3, "qa_pointer_weight": 1.0})
+    assert ref_train._prepare_folder(out, second, resume=True, overwrite=False) == ["qa_lr", "qa_pointer_weight"]
+    assert json.loads((out / "recipe.json").read_text())["qa_lr"] == 3e-3
+    (out / "checkpoint-dense-000004" / ref_train.STATE).write_text('{"stage": "qa", "step": 2}')
+    with pytest.raises(ref_train.RunFolderError, match="already begun"):
+        ref_train._prepare_folder(out, first, resume=True, overwrite=False)
 
 
 @pytest.mark.slow
@@ -75,3 +96,61 @@ def test_resume_after_a_crash_gives_the_same_model(tmp_path: Path, monkeypatch: 
         assert torch.equal(a[key], b[key]), key
     starts = [line for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines() if '"start"' in line]
     assert len(starts) == 2 and "checkpoint-dense-000002" in starts[1]
+
+
+@pytest.fixture(scope="module")
+def reference_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_reference_init(tmp_path_factory.mktemp("ref") / "init")
+
+
+def test_guidance_labels_lie_on_the_release_block(reference_init: Path) -> None:
+    """Per-position labels are laid out exactly as the visual block the LM receives (anyres and pad paths)."""
+    from shirg_eval.data.reading import make_item
+    from shirg_eval.model.lavida import LavidaModel
+    from shirg_eval.reference.dense import ReadingHeads
+    from shirg_eval.reference.guided import IGNORE, release_block
+
+    model = LavidaModel.from_pretrained(reference_init)
+    heads = ReadingHeads(model.vision_tower.config.hidden_size)
+    with torch.no_grad():  # a digit head that calls every patch a '7': every non-newline position is labelled 7
+        heads.digit.weight.zero_()
+        heads.digit.bias.copy_(torch.tensor([0.0] * 7 + [20.0] + [0.0] * 3))
+    item = make_item("doc", 0, split="validation")
+    digit_ids = torch.arange(100, 110)
+    for views in (model.image_processor.anyres(item.image), model.image_processor.pad(item.image)):
+        embeds, labels, colours = release_block(model, heads, views, digit_ids)
+        with torch.no_grad():
+            assert torch.equal(embeds, model.release_embeds(views))
+        newline = (embeds == model.image_newline).all(-1)
+        assert newline.any() and labels.shape == colours.shape == newline.shape
+        assert (labels[newline] == IGNORE).all() and (labels[~newline] == 107).all()
+
+
+def test_pointer_attention_is_the_models_own(reference_init: Path) -> None:
+    """The answer slot's attention, recomputed for one query, equals the eager attention of the full forward."""
+    from shirg_eval.model.lavida import LavidaModel, bidirectional_mask
+    from shirg_eval.reference.guided import _first_slot_attention
+
+    model = LavidaModel.from_pretrained(reference_init, attn_implementation="eager")
+    torch.manual_seed(0)
+    embeds = torch.randn(2, 12, model.config.d_model) * 0.5
+    key_padding = torch.zeros(2, 12, dtype=torch.bool)
+    key_padding[1, 9:] = True
+    with torch.no_grad():
+        out = model.language_model(inputs_embeds=embeds, output_attentions=True, output_hidden_states=True,
+                                   attention_mask=bidirectional_mask(2, 12, 12, embeds.dtype, embeds.device,
+                                                                     key_padding))
+        mine = _first_slot_attention(model, out.hidden_states[-2], key_padding, [5, 7])
+    theirs = out.attentions[-1].mean(1)
+    assert torch.allclose(mine[0], theirs[0, 5], atol=1e-6) and torch.allclose(mine[1], theirs[1, 7], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_guided_recipe_trains_and_logs_its_losses(tmp_path: Path) -> None:
+    recipe = ref_train.Recipe(**TINY_RECIPE, qa_reading_weight=1.0, qa_pointer_weight=1.0, qa_full_mask=True,
+                              qa_gen_lengths=(4,))
+    final = ref_train.train(tmp_path / "run", recipe, device="cpu")
+    assert (final / "model.safetensors").is_file()
+    log = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"loss_pointer"' in log and '"loss_reading"' in log
+    assert (tmp_path / "run" / ref_train.LATEST).read_text().startswith("checkpoint-qa")

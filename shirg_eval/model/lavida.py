@@ -140,15 +140,21 @@ class LavidaModel(nn.Module):
             raise ValueError(f"unknown mm_spatial_pool_mode {mode!r}")
         return pooled.permute(0, 2, 3, 1).reshape(views, -1, dim)
 
-    def assemble_anyres(self, pooled: torch.Tensor, image_size: tuple[int, int], grid_wh: tuple[int, int]) -> torch.Tensor:
-        """Base view (no newline), then the tile map unpadded to the image's aspect with a newline per row."""
+    def assemble_anyres(self, pooled: torch.Tensor, image_size: tuple[int, int], grid_wh: tuple[int, int],
+                        newline: torch.Tensor | None = None) -> torch.Tensor:
+        """Base view (no newline), then the tile map unpadded to the image's aspect with a newline per row.
+
+        ``newline`` (default ``image_newline``) lets per-token maps other than embeddings (e.g. labels of each
+        visual position) be laid out exactly as the visual block.
+        """
         base, tiles = pooled[0], pooled[1:]
         cols, rows = grid_wh
         side = math.isqrt(tiles.shape[1])
         dim = tiles.shape[-1]
         fmap = tiles.view(rows, cols, side, side, dim).permute(4, 0, 2, 1, 3).reshape(dim, rows * side, cols * side)
         fmap = unpad(fmap, image_size)
-        newline = self.image_newline.to(fmap.dtype)[:, None, None].expand(dim, fmap.shape[1], 1)
+        newline = (self.image_newline if newline is None else newline).to(fmap.dtype)[:, None, None]
+        newline = newline.expand(dim, fmap.shape[1], 1)
         fmap = torch.cat([fmap, newline], dim=-1)
         return torch.cat([base, fmap.flatten(1, 2).transpose(0, 1)], dim=0)
 

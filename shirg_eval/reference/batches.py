@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+from PIL import Image
 
 from ..data.reading import KINDS, ReadingItem, make_item
 from ..model.preprocess import ImageViews, LavidaImageProcessor
@@ -39,10 +41,18 @@ class DenseBatch:
     colours: torch.Tensor  # [B, g*g]
 
 
+class Question(NamedTuple):
+    question: str
+    prompt: str  # the question with one of the tasks' instructions
+    answer: str
+    gen_length: int
+    cue: str  # the colour the question names
+
+
 @dataclass
 class QASample:
     views: ImageViews  # pixel tensors only (the PIL views are dropped to keep worker transfers small)
-    questions: list[tuple[str, str, str, int]]  # (question, prompt with a task instruction, answer, gen_length)
+    questions: list[Question]
 
 
 @dataclass
@@ -98,28 +108,66 @@ class DenseBatches(_StepShards):
 
 
 class QABatches(_StepShards):
-    """Images with their views (anyres, or one ``resolution`` px view) and ``questions`` questions each."""
+    """Images with their views (anyres, or one ``resolution`` px view) and ``questions`` questions each.
+
+    The first ``crop_steps`` steps are a curriculum: instead of whole images, ``crop_images`` crops of 260-520 px
+    around a cued region, as one padded 384 px view (LaViDa's ``pad`` path: 196 pooled tokens and a newline), with
+    the questions whose regions lie inside. The LM first learns to find the cued region among ~200 visual tokens
+    before it searches ~1,000 (from scratch, a needle among 1,000 tokens gives its attention almost no gradient).
+    """
 
     def __init__(self, start: int, stop: int, seed: int, images: int, questions: int, processor: LavidaImageProcessor,
-                 resolution: int | None, post_prompts: tuple[str, ...], gen_lengths: tuple[int, ...]):
+                 resolution: int | None, post_prompts: tuple[str, ...], gen_lengths: tuple[int, ...],
+                 crop_steps: int = 0, crop_images: int = 0):
         super().__init__(start, stop)
         self.seed, self.images, self.questions = seed, images, questions
         self.processor, self.resolution = processor, resolution
         self.post_prompts, self.gen_lengths = post_prompts, gen_lengths
+        self.crop_steps, self.crop_images = crop_steps, crop_images
+
+    def _ask(self, rng: random.Random, questions: list[tuple[str, str, str]]) -> list[Question]:
+        chosen = rng.sample(questions, min(self.questions, len(questions)))
+        return [Question(q, q + rng.choice(self.post_prompts), a, rng.choice(self.gen_lengths), cue)
+                for q, a, cue in chosen]
+
+    def _isolated(self, item: ReadingItem, rng: random.Random) -> QASample:
+        """One cued region (with its number) alone on white: the LM learns to read a visual token at all."""
+        colour, (x0, y0, x1, y1) = rng.choice(item.regions)
+        side = int(max(rng.uniform(260, 520), x1 - x0 + 20, y1 - y0 + 20))
+        canvas = Image.new("RGB", (side, side), (255, 255, 255))
+        canvas.paste(item.image.crop((x0, y0, x1, y1)), (rng.randint(0, side - (x1 - x0)), rng.randint(0, side - (y1 - y0))))
+        views = self.processor.pad(canvas)
+        views.views = []
+        return QASample(views, self._ask(rng, [q for q in item.questions if q[2] == colour]))
+
+    def _crop(self, item: ReadingItem, rng: random.Random) -> QASample:
+        colour, (x0, y0, x1, y1) = rng.choice(item.regions)
+        width, height = item.image.size
+        side = max(rng.uniform(260, 520), x1 - x0 + 20, y1 - y0 + 20)
+        left = min(max(rng.uniform(x1 - side + 10, x0 - 10), 0.0), max(width - side, 0.0))
+        top = min(max(rng.uniform(y1 - side + 10, y0 - 10), 0.0), max(height - side, 0.0))
+        window = (int(left), int(top), int(left + side), int(top + side))
+        inside = {c for c, (a, b, c2, d) in item.regions
+                  if a >= window[0] and b >= window[1] and c2 <= window[2] and d <= window[3]} | {colour}
+        views = self.processor.pad(item.image.crop(window))
+        views.views = []
+        return QASample(views, self._ask(rng, [q for q in item.questions if q[2] in inside]))
 
     def build(self, step: int) -> QABatch:
         rng = random.Random(f"{self.seed}:qa:{step}")
         samples = []
-        for i in range(self.images):
-            item = train_item(self.seed + 1, step * self.images + i)
+        cropping = step < self.crop_steps
+        for i in range(self.crop_images if cropping else self.images):
+            item = train_item(self.seed + 1, step * max(self.images, self.crop_images) + i)
+            if cropping:  # the first third of the curriculum shows the cued region alone
+                samples.append(self._isolated(item, rng) if step < self.crop_steps // 3 else self._crop(item, rng))
+                continue
             if self.resolution is None:
                 views = self.processor.anyres(item.image)
             else:
                 views = self.processor.single(item.image, self.resolution)
             views.views = []
-            chosen = rng.sample(item.questions, min(self.questions, len(item.questions)))
-            samples.append(QASample(views, [(q, q + rng.choice(self.post_prompts), a, rng.choice(self.gen_lengths))
-                                            for q, a, _ in chosen]))
+            samples.append(QASample(views, self._ask(rng, item.questions)))
         return QABatch(step, samples)
 
 

@@ -44,9 +44,9 @@ def sample_sequences(model, tokenizer, path, sample: QASample, generator: torch.
     prompt_ids = prompt_ids or PromptIds(tokenizer)
     shared = path.encode(sample.views) if path.selector is None else None
     sequences = []
-    for question, prompt_text, answer, gen_length in sample.questions:
+    for q in sample.questions:
         # Text-aware selectors see the question alone, as in evaluation.
-        visual = shared or path.encode(sample.views, question_embeds(model, tokenizer, question), generator)
-        prompt = model.embed_prompt(prompt_ids(prompt_text), visual.embeds)[0]
-        sequences.append(Sequence(prompt, answer_ids(tokenizer, answer, gen_length).to(prompt.device)))
+        visual = shared or path.encode(sample.views, question_embeds(model, tokenizer, q.question), generator)
+        prompt = model.embed_prompt(prompt_ids(q.prompt), visual.embeds)[0]
+        sequences.append(Sequence(prompt, answer_ids(tokenizer, q.answer, q.gen_length).to(prompt.device)))
     return sequences

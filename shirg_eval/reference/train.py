@@ -40,6 +40,7 @@ from ..training.loss import masked_diffusion_loss
 from .batches import DenseBatches, QABatches, loader
 from .dense import ReadingHeads, dense_loss_from_batch
 from .factory import POST_PROMPTS, make_reference_init
+from .guided import guided_loss, guided_sequences
 from .qa import GEN_LENGTHS, PromptIds, sample_sequences
 
 LATEST = "latest"
@@ -65,7 +66,14 @@ class Recipe:
     qa_images: int = 16  # images per step
     qa_questions: int = 4  # questions per image (the release path encodes the image once for all of them)
     qa_lr: float = 1e-3
+    qa_crop_steps: int = 0  # curriculum: the first QA steps answer about crops (pad path, ~200 visual tokens)
+    qa_crop_images: int = 16  # crops per curriculum step
     qa_variant: str = "lavida"  # the visual path the LM learns on (LaViDa's release path)
+    qa_gen_lengths: tuple[int, ...] = GEN_LENGTHS  # answer canvases: the answer, then EOS to this many slots
+    qa_full_mask: bool = False  # mask every answer slot (cross-entropy) instead of LaViDa's random masking
+    # Reading guidance (guided.py; release path only): dense losses that make reading the image learnable
+    qa_reading_weight: float = 0.0
+    qa_pointer_weight: float = 0.0
     # Optional wall-clock caps per stage (0 = none). With a cap the learning rate anneals by whichever of steps or
     # time runs out first and the stage ends at the cap: for a one-shot GPU lease; the card records the steps.
     dense_minutes: float = 0.0
@@ -192,9 +200,21 @@ class Run:
                 return done
         return True
 
-    def qa(self, model: LavidaModel, start: int, resume_from: Path | None) -> bool:
+    def qa(self, model: LavidaModel, start: int, resume_from: Path | None, heads_from: Path | None) -> bool:
         """Run the answering stage from ``start``; False when the run's time ran out first."""
         r = self.recipe
+        guided = r.qa_reading_weight > 0 or r.qa_pointer_weight > 0
+        heads = None
+        if guided:
+            if r.qa_variant != "lavida":
+                raise ValueError("reading guidance labels the release path's visual block: use --qa-variant lavida")
+            if heads_from is None or not (heads_from / "dense_heads.safetensors").is_file():
+                raise RunFolderError(f"reading guidance needs stage 1's dense heads, and {heads_from} has none: "
+                                     "run the dense stage first (--dense-steps > 0)")
+            heads = ReadingHeads(model.vision_tower.config.hidden_size).to(self.device)
+            heads.load_state_dict(load_file(str(heads_from / "dense_heads.safetensors"), device=str(self.device)))
+            heads.requires_grad_(False)
+            digit_ids = torch.tensor([self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
         model.vision_tower.requires_grad_(False)
         params = [p for n, p in model.named_parameters() if not n.startswith("vision_tower.")]
         clock = StageClock(r.qa_minutes)
@@ -203,26 +223,52 @@ class Run:
         model.train()
         model.vision_tower.eval()
         batches = QABatches(start, r.qa_steps, r.seed, r.qa_images, r.qa_questions, model.image_processor,
-                            path.resolution, POST_PROMPTS, GEN_LENGTHS)
+                            path.resolution, POST_PROMPTS, r.qa_gen_lengths, r.qa_crop_steps, r.qa_crop_images)
         bar = tqdm(loader(batches, self.workers), initial=start, total=r.qa_steps, desc=f"qa: {r.qa_variant} path")
         prompt_ids = PromptIds(self.tokenizer)
         for batch in bar:
             generator = torch.Generator().manual_seed(r.seed * 1_000_003 + batch.step)
-            sequences = [seq for sample in batch.samples
-                         for seq in sample_sequences(model, self.tokenizer, path, sample, generator, prompt_ids)]
-            loss, info = masked_diffusion_loss(model, sequences, model.config.mask_token_id, generator=generator)
+            if guided:
+                guided_seqs = [seq for sample in batch.samples
+                               for seq in guided_sequences(model, self.tokenizer, heads, sample, prompt_ids, digit_ids)]
+                loss, info = guided_loss(model, guided_seqs, model.config.mask_token_id,
+                                         reading_weight=r.qa_reading_weight, pointer_weight=r.qa_pointer_weight,
+                                         full_mask=r.qa_full_mask, generator=generator)
+            else:
+                sequences = [seq for sample in batch.samples
+                             for seq in sample_sequences(model, self.tokenizer, path, sample, generator, prompt_ids)]
+                loss, info = masked_diffusion_loss(model, sequences, model.config.mask_token_id, generator=generator,
+                                                   full_mask=r.qa_full_mask)
             self._update(loss, params, optimizer, scheduler, "qa", batch.step)
             self._log_step(bar, "qa", batch.step, {"loss": loss.item(), **info}, optimizer)
             step = batch.step + 1
             done = step == r.qa_steps or clock.over()
             if step % r.checkpoint_every == 0 or done or self.out_of_time():
-                self.save(model, "qa", step, optimizer, None, complete=done)
+                self.save(model, "qa", step, optimizer, heads, complete=done)
             if done or self.out_of_time():
                 return done
         return True
 
 
-def _prepare_folder(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
+def _begun_stage(out: Path) -> str | None:
+    """The stage of the run's newest checkpoint: ``dense``, ``qa``, or None before the first one (``dense`` too
+    when stage 1 is complete and stage 2 has not begun yet: its knobs may still change)."""
+    marker = out / LATEST
+    state_file = out / marker.read_text().strip() / STATE if marker.is_file() else None
+    return json.loads(state_file.read_text())["stage"] if state_file is not None and state_file.is_file() else None
+
+
+def _frozen_knobs(stage: str | None) -> set[str]:
+    """Knobs a resumed run may no longer change: those of every stage that has begun (and the shared ones)."""
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    if stage is None:
+        return set()
+    later = {n for n in names if n.startswith("qa_")} if stage == "dense" else set()
+    return names - later
+
+
+def _prepare_folder(out: Path, recipe: Recipe, resume: bool, overwrite: bool) -> list[str]:
+    """Check (and write) the run folder's recipe; returns the knobs this resume changes (stages not yet begun)."""
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise RunFolderError(f"{out} already holds a training run; pass --resume to continue it, or --overwrite "
                              "to delete it and start again")
@@ -231,19 +277,24 @@ def _prepare_folder(out: Path, recipe: Recipe, resume: bool, overwrite: bool) ->
     out.mkdir(parents=True, exist_ok=True)
     recipe_file = out / "recipe.json"
     mine = json.loads(json.dumps(dataclasses.asdict(recipe)))
-    if recipe_file.is_file() and json.loads(recipe_file.read_text()) != mine:
+    changed = []
+    if recipe_file.is_file():
         theirs = json.loads(recipe_file.read_text())
         changed = sorted(k for k in mine if theirs.get(k) != mine[k])
-        raise RunFolderError(f"{recipe_file}: this command changes {changed}; resume with the run's own settings "
-                             "or pass --overwrite to start again")
+        frozen = sorted(set(changed) & _frozen_knobs(_begun_stage(out)))
+        if frozen:
+            raise RunFolderError(f"{recipe_file}: this command changes {frozen}, knobs of a stage the run has "
+                                 "already begun; resume with the run's own settings or pass --overwrite to start "
+                                 "again (knobs of stages not yet begun may change on --resume)")
     recipe_file.write_text(json.dumps(mine, indent=2) + "\n")
+    return changed
 
 
 def train(out: str | Path, recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
           device: str | None = None, workers: int = 0, max_minutes: float | None = None) -> Path:
     """Run (or continue) the recipe in ``out``; returns ``out/final`` (or the newest checkpoint if out of time)."""
     out = Path(out)
-    _prepare_folder(out, recipe, resume, overwrite)
+    changed = _prepare_folder(out, recipe, resume, overwrite)
     if not (out / "init" / "config.json").is_file():
         make_reference_init(out / "init", seed=recipe.seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -252,17 +303,18 @@ def train(out: str | Path, recipe: Recipe, *, resume: bool = False, overwrite: b
     run = Run(out, recipe, dev, workers, max_minutes)
     latest = run.latest()
     run.log({"event": "start", "time": time.time(), "recipe": recipe.digest(), "device": str(dev),
-             "resumed_from": latest.name if latest else None, "argv": sys.argv[1:]})
+             "resumed_from": latest.name if latest else None, "recipe_changed": changed, "argv": sys.argv[1:]})
     model = LavidaModel.from_pretrained(latest or out / "init", device=dev, dtype=torch.float32)
     state = json.loads((latest / STATE).read_text()) if latest else {"stage": "dense", "step": 0}
     started = time.time()
     if state["stage"] == "dense" and not state.get("complete"):
         if not run.dense(model, state["step"], latest if state["step"] else None):
             return run.latest()
+    heads_from = run.latest()  # the dense heads ride in every checkpoint from the end of stage 1 on
     if state["stage"] == "dense":
         state, latest = {"stage": "qa", "step": 0}, None
     if not state.get("complete"):
-        if not run.qa(model, state["step"], latest if state["step"] else None):
+        if not run.qa(model, state["step"], latest if state["step"] else None, heads_from):
             return run.latest()
     final = out / "final"
     save_lavida(model, final)
@@ -278,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     for f in dataclasses.fields(Recipe):
         value = getattr(defaults, f.name)
         flag = f"--{f.name.replace('_', '-')}"
-        if isinstance(value, tuple):
+        if isinstance(value, bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value,
+                                help=f"true or false (default {str(value).lower()})")
+        elif isinstance(value, tuple):
             kind = type(value[0])
             parser.add_argument(flag, type=lambda s, kind=kind: tuple(kind(x) for x in s.split(",")), default=value,
                                 help=f"comma list (default {','.join(map(str, value))})")

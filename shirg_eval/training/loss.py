@@ -60,11 +60,15 @@ def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generato
 
 
 def masked_diffusion_loss(model, sequences: list[Sequence], mask_id: int, eps: float = 1e-3,
-                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Masked-diffusion loss of one micro-batch (see the module docstring for the normalisation)."""
+                          generator: torch.Generator | None = None,
+                          full_mask: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked-diffusion loss of one micro-batch (see the module docstring for the normalisation).
+
+    ``full_mask``: ``t = 1`` for every sequence, i.e. the cross-entropy of the answer with every slot masked.
+    """
     device = sequences[0].prompt_embeds.device
     batch = len(sequences)
-    t = eps + (1 - eps) * torch.rand(batch, generator=generator, device="cpu")
+    t = torch.ones(batch) if full_mask else eps + (1 - eps) * torch.rand(batch, generator=generator, device="cpu")
     rows, masks, lengths = [], [], []
     for i, seq in enumerate(sequences):
         la = seq.answer_ids.shape[0]
