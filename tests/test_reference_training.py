@@ -68,6 +68,25 @@ def test_resume_may_change_the_knobs_of_a_stage_not_yet_begun(tmp_path: Path) ->
     (out / "checkpoint-dense-000004" / ref_train.STATE).write_text('{"stage": "qa", "step": 2}')
     with pytest.raises(ref_train.RunFolderError, match="already begun"):
         ref_train._prepare_folder(out, first, resume=True, overwrite=False)
+    # a recipe written before a knob existed held its default: resuming at defaults is no change
+    older = json.loads((out / "recipe.json").read_text())
+    del older["qa_reading_colours"]
+    (out / "recipe.json").write_text(json.dumps(older))
+    assert ref_train._prepare_folder(out, second, resume=True, overwrite=False) == []
+
+
+def test_the_seed_is_frozen_once_the_init_is_drawn(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    ref_train._prepare_folder(out, ref_train.Recipe(**TINY_RECIPE), resume=False, overwrite=False)
+    (out / "init").mkdir()
+    with pytest.raises(ref_train.RunFolderError, match=r"\['seed'\]"):
+        ref_train._prepare_folder(out, ref_train.Recipe(**{**TINY_RECIPE, "seed": 3}), resume=True, overwrite=False)
+
+
+def test_boolean_flags_refuse_anything_but_true_or_false() -> None:
+    assert ref_train._boolean("True") and not ref_train._boolean("0")
+    with pytest.raises(Exception, match="expected true or false"):
+        ref_train._boolean("on")
 
 
 @pytest.mark.slow
@@ -126,6 +145,52 @@ def test_guidance_labels_lie_on_the_release_block(reference_init: Path) -> None:
         assert (labels[newline] == IGNORE).all() and (labels[~newline] == 107).all()
 
 
+def test_guidance_points_at_the_asked_region_and_names_its_colour(reference_init: Path) -> None:
+    from shirg_eval.data.reading import COLOUR_NAMES, make_item
+    from shirg_eval.model.lavida import LavidaModel
+    from shirg_eval.model.tiny import load_tokenizer
+    from shirg_eval.reference.batches import QASample, Question
+    from shirg_eval.reference.dense import BACKGROUND, ReadingHeads
+    from shirg_eval.reference.guided import IGNORE, guided_sequences
+    from shirg_eval.reference.qa import PromptIds
+
+    model = LavidaModel.from_pretrained(reference_init)
+    tokenizer = load_tokenizer(reference_init)
+    heads = ReadingHeads(model.vision_tower.config.hidden_size)
+    with torch.no_grad():  # left half: a blue region with '3's in its top half; right half: background, no region
+        heads.digit.weight.zero_()
+        heads.colour.weight.zero_()
+        heads.digit.bias.zero_()
+        heads.colour.bias.zero_()
+    item = make_item("chart", 0, split="validation")
+    views = model.image_processor.pad(item.image)
+    side = 27
+    left = (torch.arange(side * side) % side) < side // 2
+    top_left = left & (torch.arange(side * side) // side < side // 2)
+
+    def fake_heads(features):
+        digit = torch.full((*features.shape[:2], BACKGROUND + 1), -20.0)
+        colour = torch.full((*features.shape[:2], len(COLOUR_NAMES) + 1), -20.0)
+        digit[..., BACKGROUND] = 20.0
+        digit[:, top_left, 3], digit[:, top_left, BACKGROUND] = 20.0, -20.0
+        colour[..., 0] = 20.0
+        colour[:, left, 0], colour[:, left, COLOUR_NAMES.index("blue") + 1] = -20.0, 20.0
+        return digit, colour
+
+    heads.forward = fake_heads
+    digit_ids, colour_ids = torch.arange(100, 110), torch.arange(200, 200 + len(COLOUR_NAMES))
+    asks = [Question("q", "What is the number in the blue box?", "3", 4, "blue"),
+            Question("q", "What is the number in the red box?", "3", 4, "red")]
+    blue, red = guided_sequences(model, tokenizer, heads, QASample(views, asks), PromptIds(tokenizer), digit_ids,
+                                 colour_ids)
+    assert blue.pointer.sum() > 0 and red.pointer.sum() == 0  # only the asked colour's digits are pointed at
+    assert set(blue.digit_labels[blue.pointer].tolist()) == {103}
+    blue_word = 200 + COLOUR_NAMES.index("blue")
+    assert (blue.digit_labels == blue_word).sum() > 0 and set(blue.digit_labels.tolist()) <= {103, blue_word, IGNORE}
+    plain = guided_sequences(model, tokenizer, heads, QASample(views, asks[:1]), PromptIds(tokenizer), digit_ids)[0]
+    assert (plain.digit_labels[~plain.pointer] == IGNORE).all() and plain.pointer.equal(blue.pointer)
+
+
 def test_pointer_attention_is_the_models_own(reference_init: Path) -> None:
     """The answer slot's attention, recomputed for one query, equals the eager attention of the full forward."""
     from shirg_eval.model.lavida import LavidaModel, bidirectional_mask
@@ -147,10 +212,13 @@ def test_pointer_attention_is_the_models_own(reference_init: Path) -> None:
 
 @pytest.mark.slow
 def test_guided_recipe_trains_and_logs_its_losses(tmp_path: Path) -> None:
-    recipe = ref_train.Recipe(**TINY_RECIPE, qa_reading_weight=1.0, qa_pointer_weight=1.0, qa_full_mask=True,
-                              qa_gen_lengths=(4,))
+    recipe = ref_train.Recipe(**TINY_RECIPE, qa_reading_weight=1.0, qa_pointer_weight=2.0, qa_full_mask=True,
+                              qa_gen_lengths=(2, 4), qa_reading_colours=True)
     final = ref_train.train(tmp_path / "run", recipe, device="cpu")
     assert (final / "model.safetensors").is_file()
-    log = (tmp_path / "run" / "metrics.jsonl").read_text()
-    assert '"loss_pointer"' in log and '"loss_reading"' in log
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    qa = [r for r in records if r.get("stage") == "qa"]
+    assert qa and all(r["loss_reading"] > 0 for r in qa)
+    for r in qa:  # the step's loss is the answer loss plus both guidance losses at their weights (1, 2)
+        assert r["loss"] == pytest.approx(r["loss_answer"] + r["loss_reading"] + 2 * r["loss_pointer"], abs=1e-3)
     assert (tmp_path / "run" / ref_train.LATEST).read_text().startswith("checkpoint-qa")

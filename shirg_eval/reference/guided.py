@@ -7,7 +7,8 @@ digit is and which cue colour lies under it, and the dense heads of stage 1 read
 dense signals can be added (they exist only in training; the checkpoint is LaViDa's layout as always):
 
 * **reading**: at every visual position that shows a digit, the LM head (through all LM layers) predicts that
-  digit's token. The projector and LM learn to carry what the tower reads into the LM's own token space.
+  digit's token (optionally, at the other positions of a cued region, the colour's word). The projector and LM
+  learn to carry what the tower reads into the LM's own token space.
 * **pointer**: the last LM layer's attention from the first answer slot (averaged over heads) puts its mass on the
   visual positions that show a digit inside the region of the asked colour: ``-log(sum of that mass)``. The LM
   learns where to look; the answer loss then only has to learn to copy what it sees.
@@ -71,9 +72,17 @@ def release_block(model: LavidaModel, heads: ReadingHeads, views: ImageViews,
 
 
 def guided_sequences(model: LavidaModel, tokenizer, heads: ReadingHeads, sample, prompt_ids,
-                     digit_token_ids: torch.Tensor) -> list[GuidedSequence]:
-    """One image's training sequences (its views encoded once for all its questions)."""
-    embeds, labels, colours = release_block(model, heads, sample.views, digit_token_ids)
+                     digit_token_ids: torch.Tensor, colour_token_ids: torch.Tensor | None = None) -> list[GuidedSequence]:
+    """One image's training sequences (its views encoded once for all its questions).
+
+    With ``colour_token_ids`` (the questions' colour words, in ``COLOUR_NAMES`` order), positions inside a cued
+    region that show no digit are read as their colour's word: the visual side of the cue the question names.
+    """
+    embeds, digits, colours = release_block(model, heads, sample.views, digit_token_ids)
+    labels = digits
+    if colour_token_ids is not None:
+        coloured = (digits == IGNORE) & (colours > 0)
+        labels = torch.where(coloured, colour_token_ids.to(colours.device)[(colours - 1).clamp(min=0)], digits)
     sequences = []
     for q in sample.questions:
         ids = prompt_ids(q.prompt)
@@ -82,7 +91,7 @@ def guided_sequences(model: LavidaModel, tokenizer, heads: ReadingHeads, sample,
         cue = COLOUR_NAMES.index(q.cue) + 1
         sequences.append(GuidedSequence(model.embed_prompt(ids, embeds)[0],
                                         answer_ids(tokenizer, q.answer, q.gen_length).to(embeds.device),
-                                        start, labels, (labels != IGNORE) & (colours == cue)))
+                                        start, labels, (digits != IGNORE) & (colours == cue)))
     return sequences
 
 
@@ -152,7 +161,7 @@ def guided_loss(model: LavidaModel, sequences: list[GuidedSequence], mask_id: in
         attention = _first_slot_attention(model, out.hidden_states[-2], key_padding, prompt_lengths)
         terms = []
         for i, seq in enumerate(sequences):
-            if seq.pointer.any():
+            if seq.pointer.any() and masks[i][0]:  # an unmasked first slot holds the answer itself: nothing to find
                 block = attention[i, seq.visual_start: seq.visual_start + seq.pointer.shape[0]]
                 terms.append(-torch.log(block[seq.pointer].sum() + 1e-6))
         if terms:
@@ -160,7 +169,8 @@ def guided_loss(model: LavidaModel, sequences: list[GuidedSequence], mask_id: in
     loss = answer_loss + reading_weight * reading_loss + pointer_weight * pointer_loss
     with torch.no_grad():
         first = torch.stack([logits[i, lp].argmax() == s.answer_ids[0] for i, (lp, s) in
-                             enumerate(zip(prompt_lengths, sequences, strict=True))]).float().mean()
+                             enumerate(zip(prompt_lengths, sequences, strict=True)) if masks[i][0]]
+                            or [torch.tensor(False)]).float().mean()  # over masked first slots only
         read = (logits[shown].argmax(-1) == reading_labels[shown]).float().mean() if shown.any() else first * 0
     stats = {"loss_answer": answer_loss.item(), "loss_reading": reading_loss.item(),
              "loss_pointer": pointer_loss.item(), "answer_acc": first.item(), "reading_acc": read.item()}

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..data.reading import COLOUR_NAMES
 from ..model.lavida import LavidaModel
 from ..model.loading import save_lavida
 from ..model.tiny import load_tokenizer
@@ -74,6 +75,7 @@ class Recipe:
     # Reading guidance (guided.py; release path only): dense losses that make reading the image learnable
     qa_reading_weight: float = 0.0
     qa_pointer_weight: float = 0.0
+    qa_reading_colours: bool = False  # reading guidance also names the cue colour of region positions without a digit
     # Optional wall-clock caps per stage (0 = none). With a cap the learning rate anneals by whichever of steps or
     # time runs out first and the stage ends at the cap: for a one-shot GPU lease; the card records the steps.
     dense_minutes: float = 0.0
@@ -215,6 +217,8 @@ class Run:
             heads.load_state_dict(load_file(str(heads_from / "dense_heads.safetensors"), device=str(self.device)))
             heads.requires_grad_(False)
             digit_ids = torch.tensor([self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
+            colour_ids = torch.tensor([_word_token(self.tokenizer, c) for c in COLOUR_NAMES]) \
+                if r.qa_reading_colours else None
         model.vision_tower.requires_grad_(False)
         params = [p for n, p in model.named_parameters() if not n.startswith("vision_tower.")]
         clock = StageClock(r.qa_minutes)
@@ -230,7 +234,8 @@ class Run:
             generator = torch.Generator().manual_seed(r.seed * 1_000_003 + batch.step)
             if guided:
                 guided_seqs = [seq for sample in batch.samples
-                               for seq in guided_sequences(model, self.tokenizer, heads, sample, prompt_ids, digit_ids)]
+                               for seq in guided_sequences(model, self.tokenizer, heads, sample, prompt_ids, digit_ids,
+                                                           colour_ids)]
                 loss, info = guided_loss(model, guided_seqs, model.config.mask_token_id,
                                          reading_weight=r.qa_reading_weight, pointer_weight=r.qa_pointer_weight,
                                          full_mask=r.qa_full_mask, generator=generator)
@@ -248,6 +253,22 @@ class Run:
             if done or self.out_of_time():
                 return done
         return True
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _word_token(tokenizer, word: str) -> int:
+    """The single token of `` word`` as it appears inside a question (the colour words of the reading sets)."""
+    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"colour reading needs {word!r} to be one token after a space; the tokenizer gives {ids}")
+    return ids[0]
 
 
 def _begun_stage(out: Path) -> str | None:
@@ -279,9 +300,11 @@ def _prepare_folder(out: Path, recipe: Recipe, resume: bool, overwrite: bool) ->
     mine = json.loads(json.dumps(dataclasses.asdict(recipe)))
     changed = []
     if recipe_file.is_file():
-        theirs = json.loads(recipe_file.read_text())
-        changed = sorted(k for k in mine if theirs.get(k) != mine[k])
-        frozen = sorted(set(changed) & _frozen_knobs(_begun_stage(out)))
+        defaults = json.loads(json.dumps(dataclasses.asdict(Recipe())))
+        theirs = json.loads(recipe_file.read_text())  # a knob newer than the run's recipe had its default there
+        changed = sorted(k for k in mine if theirs.get(k, defaults[k]) != mine[k])
+        frozen_knobs = _frozen_knobs(_begun_stage(out)) | ({"seed"} if (out / "init").is_dir() else set())
+        frozen = sorted(set(changed) & frozen_knobs)  # the init is drawn from the seed before any checkpoint
         if frozen:
             raise RunFolderError(f"{recipe_file}: this command changes {frozen}, knobs of a stage the run has "
                                  "already begun; resume with the run's own settings or pass --overwrite to start "
@@ -331,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(defaults, f.name)
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(value, bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value,
-                                help=f"true or false (default {str(value).lower()})")
+            parser.add_argument(flag, type=_boolean, default=value, help=f"true or false (default {str(value).lower()})")
         elif isinstance(value, tuple):
             kind = type(value[0])
             parser.add_argument(flag, type=lambda s, kind=kind: tuple(kind(x) for x in s.split(",")), default=value,
