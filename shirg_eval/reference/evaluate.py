@@ -94,7 +94,7 @@ def tower_reading(checkpoint: str, n_images: int = 12, split: str = "validation"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shirg_eval.reference.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="shirg-eval-reference", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--variants", default="lavida,lavida_384,lavida_672,shirg_fixed,random_k")
     parser.add_argument("--n", type=int, default=50, help="items per set")
