@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,10 @@ def _sweep(tmp_path: Path, *extra: str, **env: str) -> subprocess.CompletedProce
         *extra,
     ]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_LMMS_LOG": str(tmp_path / "calls.log"), **env}
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120)
+    # A background job of a non-interactive shell inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the sweep the default disposition, as in a terminal.
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _calls(tmp_path: Path) -> list[dict]:
