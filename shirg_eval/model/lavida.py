@@ -162,9 +162,17 @@ class LavidaModel(nn.Module):
         """Projected, 2x2-pooled views assembled as LaViDa does: anyres tile map with newlines, or one padded
         view followed by a single newline."""
         pooled = self.pool_2d(self.encode_images(views.pixel_values), mode=self.config.mm_spatial_pool_mode)
+        return self.layout_block(pooled, views)
+
+    def layout_block(self, pooled: torch.Tensor, views: ImageViews, newline: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled views -> the visual block: the anyres tile map, or one padded view and a single newline.
+
+        ``newline`` (default ``image_newline``) lays out per-token maps other than embeddings the same way.
+        """
         if views.grid_wh is not None:
-            return self.assemble_anyres(pooled, views.image_size, views.grid_wh)
-        return torch.cat([pooled[0], self.image_newline.to(pooled.dtype)[None]], dim=0)
+            return self.assemble_anyres(pooled, views.image_size, views.grid_wh, newline=newline)
+        newline = self.image_newline if newline is None else newline
+        return torch.cat([pooled[0], newline.to(pooled.dtype)[None]], dim=0)
 
     def visual_sequence(self, image, mode: str | None = None) -> VisualSequence:
         """LaViDa's visual block for one image, as the released model builds it.

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from torch import nn
 
 from ..data.reading import COLOUR_NAMES, ReadingItem
@@ -27,6 +29,7 @@ from ..data.reading import COLOUR_NAMES, ReadingItem
 PATCH = 14
 BACKGROUND = 10  # digit classes 0-9, then background
 IGNORE = -100
+HEADS_FILE = "dense_heads.safetensors"  # beside the model in every checkpoint from the end of stage 1 on
 MIN_SHARE = 0.5  # a patch is labelled with a digit when it holds at least half of the digit's cell
 
 
@@ -40,6 +43,13 @@ class ReadingHeads(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.digit(features), self.colour(features)
+
+    @classmethod
+    def load(cls, checkpoint: Path, width: int, device: torch.device | str = "cpu") -> ReadingHeads:
+        """The heads a ``checkpoint-*`` folder of the reference trainer keeps beside the model."""
+        heads = cls(width).to(device)
+        heads.load_state_dict(load_file(str(Path(checkpoint) / HEADS_FILE), device=str(device)))
+        return heads
 
 
 @dataclass

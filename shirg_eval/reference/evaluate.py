@@ -69,14 +69,11 @@ def tower_reading(checkpoint: str, n_images: int = 12, split: str = "validation"
     """Digit accuracy of the tower's dense heads per view scale (a ``checkpoint-dense-*`` folder: it keeps them)."""
     import random
 
-    from safetensors.torch import load_file
-
     from .batches import DenseBatch
     from .dense import ReadingHeads, dense_loss_from_batch, sample_view
 
     model = LavidaModel.from_pretrained(checkpoint, device="cpu", dtype=torch.float32).eval()
-    heads = ReadingHeads(model.config.mm_hidden_size)
-    heads.load_state_dict(load_file(f"{checkpoint}/dense_heads.safetensors"))
+    heads = ReadingHeads.load(checkpoint, model.config.mm_hidden_size)
     rows = []
     for grid, scale in TOWER_PROBES:
         hits = total = 0.0

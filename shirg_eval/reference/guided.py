@@ -29,6 +29,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from ..data.reading import COLOUR_NAMES
 from ..model.lavida import IMAGE_TOKEN_INDEX, LavidaModel
 from ..model.preprocess import ImageViews
+from ..training.loss import answer_loss, noise_answers
 from .dense import BACKGROUND, ReadingHeads
 from .qa import answer_ids
 
@@ -47,11 +48,7 @@ class GuidedSequence:
 
 def _layout(model: LavidaModel, per_view: torch.Tensor, views: ImageViews, newline: torch.Tensor | None) -> torch.Tensor:
     """Pool ``[V, N, C]`` per-patch maps and lay them out as the release path's visual block (``[Lv, C]``)."""
-    pooled = model.pool_2d(per_view, mode=model.config.mm_spatial_pool_mode)
-    if views.grid_wh is not None:
-        return model.assemble_anyres(pooled, views.image_size, views.grid_wh, newline=newline)
-    fill = model.image_newline if newline is None else newline
-    return torch.cat([pooled[0], fill.to(pooled.dtype)[None]], dim=0)
+    return model.layout_block(model.pool_2d(per_view, mode=model.config.mm_spatial_pool_mode), views, newline)
 
 
 def release_block(model: LavidaModel, heads: ReadingHeads, views: ImageViews,
@@ -128,32 +125,15 @@ def guided_loss(model: LavidaModel, sequences: list[GuidedSequence], mask_id: in
                 eps: float = 1e-3) -> tuple[torch.Tensor, dict[str, float]]:
     """Answer loss (masked diffusion as :func:`~shirg_eval.training.loss.masked_diffusion_loss`, or with
     ``full_mask`` every answer slot masked, i.e. cross-entropy) + the two guidance losses (module docstring)."""
-    device = sequences[0].prompt_embeds.device
-    batch = len(sequences)
-    t = torch.ones(batch) if full_mask else eps + (1 - eps) * torch.rand(batch, generator=generator)
-    rows, masks, prompt_lengths = [], [], []
+    noised = noise_answers(model, sequences, mask_id, eps, generator, full_mask)
+    batch, longest = noised.key_padding.shape
+    masks, prompt_lengths, key_padding = noised.masks, noised.prompt_lengths, noised.key_padding
+    reading_labels = torch.full((batch, longest), IGNORE, dtype=torch.long, device=key_padding.device)
     for i, seq in enumerate(sequences):
-        mask = (torch.rand(seq.answer_ids.shape[0], generator=generator) < t[i]).to(device)
-        noisy = torch.where(mask, torch.full_like(seq.answer_ids, mask_id), seq.answer_ids)
-        rows.append(torch.cat([seq.prompt_embeds, model.embed_tokens(noisy).to(seq.prompt_embeds.dtype)]))
-        masks.append(mask)
-        prompt_lengths.append(seq.prompt_embeds.shape[0])
-    longest = max(r.shape[0] for r in rows)
-    embeds = rows[0].new_zeros(batch, longest, rows[0].shape[1])
-    key_padding = torch.ones(batch, longest, dtype=torch.bool, device=device)
-    reading_labels = torch.full((batch, longest), IGNORE, dtype=torch.long, device=device)
-    for i, (row, seq) in enumerate(zip(rows, sequences, strict=True)):
-        embeds[i, : row.shape[0]] = row
-        key_padding[i, : row.shape[0]] = False
         reading_labels[i, seq.visual_start: seq.visual_start + seq.digit_labels.shape[0]] = seq.digit_labels
-    out = model.forward(embeds, key_padding=key_padding, output_hidden_states=pointer_weight > 0)
-    logits = out.logits.float()
-    answer_terms = []
-    for i, seq in enumerate(sequences):
-        lp, la = prompt_lengths[i], seq.answer_ids.shape[0]
-        ce = F.cross_entropy(logits[i, lp: lp + la], seq.answer_ids, reduction="none")
-        answer_terms.append((ce * masks[i]).sum() / t[i].to(device) / la)
-    answer_loss = torch.stack(answer_terms).mean()
+    out = model.forward(noised.embeds, key_padding=key_padding, output_hidden_states=pointer_weight > 0)
+    logits = out.logits.float()  # every position: the reading loss scores the visual block
+    answer = answer_loss(logits, sequences, noised)
     shown = reading_labels != IGNORE
     reading_loss = F.cross_entropy(logits[shown], reading_labels[shown]) if shown.any() else logits.sum() * 0
     pointer_loss = logits.sum() * 0
@@ -166,12 +146,12 @@ def guided_loss(model: LavidaModel, sequences: list[GuidedSequence], mask_id: in
                 terms.append(-torch.log(block[seq.pointer].sum() + 1e-6))
         if terms:
             pointer_loss = torch.stack(terms).mean()
-    loss = answer_loss + reading_weight * reading_loss + pointer_weight * pointer_loss
+    loss = answer + reading_weight * reading_loss + pointer_weight * pointer_loss
     with torch.no_grad():
         first = torch.stack([logits[i, lp].argmax() == s.answer_ids[0] for i, (lp, s) in
                              enumerate(zip(prompt_lengths, sequences, strict=True)) if masks[i][0]]
                             or [torch.tensor(False)]).float().mean()  # over masked first slots only
         read = (logits[shown].argmax(-1) == reading_labels[shown]).float().mean() if shown.any() else first * 0
-    stats = {"loss_answer": answer_loss.item(), "loss_reading": reading_loss.item(),
+    stats = {"loss_answer": answer.item(), "loss_reading": reading_loss.item(),
              "loss_pointer": pointer_loss.item(), "answer_acc": first.item(), "reading_acc": read.item()}
     return loss, stats

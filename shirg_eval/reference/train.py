@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..data.reading import COLOUR_NAMES
@@ -39,7 +39,7 @@ from ..model.tiny import load_tokenizer
 from ..selection.presets import VisualPath
 from ..training.loss import masked_diffusion_loss
 from .batches import DenseBatches, QABatches, loader
-from .dense import ReadingHeads, dense_loss_from_batch
+from .dense import HEADS_FILE, ReadingHeads, dense_loss_from_batch
 from .factory import POST_PROMPTS, make_reference_init
 from .guided import guided_loss, guided_sequences
 from .qa import GEN_LENGTHS, PromptIds, sample_sequences
@@ -136,7 +136,7 @@ class Run:
         self.tokenizer.save_pretrained(tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if heads is not None:
-            save_file({k: v.detach().cpu() for k, v in heads.state_dict().items()}, str(tmp / "dense_heads.safetensors"))
+            save_file({k: v.detach().cpu() for k, v in heads.state_dict().items()}, str(tmp / HEADS_FILE))
         (tmp / STATE).write_text(json.dumps({"stage": stage, "step": step, "complete": complete,
                                              "recipe": self.recipe.digest()}))
         shutil.rmtree(final, ignore_errors=True)
@@ -180,9 +180,8 @@ class Run:
         r = self.recipe
         tower = model.vision_tower
         torch.manual_seed(r.seed + 1)
-        heads = ReadingHeads(tower.config.hidden_size).to(self.device)
-        if resume_from is not None:
-            heads.load_state_dict(load_file(str(resume_from / "dense_heads.safetensors"), device=str(self.device)))
+        heads = ReadingHeads(tower.config.hidden_size).to(self.device) if resume_from is None \
+            else ReadingHeads.load(resume_from, tower.config.hidden_size, self.device)
         params = list(tower.parameters()) + list(heads.parameters())
         clock = StageClock(r.dense_minutes)
         optimizer, scheduler = self._optimise(params, r.dense_lr, r.dense_steps, start, resume_from, clock)
@@ -210,11 +209,10 @@ class Run:
         if guided:
             if r.qa_variant != "lavida":
                 raise ValueError("reading guidance labels the release path's visual block: use --qa-variant lavida")
-            if heads_from is None or not (heads_from / "dense_heads.safetensors").is_file():
+            if heads_from is None or not (heads_from / HEADS_FILE).is_file():
                 raise RunFolderError(f"reading guidance needs stage 1's dense heads, and {heads_from} has none: "
                                      "run the dense stage first (--dense-steps > 0)")
-            heads = ReadingHeads(model.vision_tower.config.hidden_size).to(self.device)
-            heads.load_state_dict(load_file(str(heads_from / "dense_heads.safetensors"), device=str(self.device)))
+            heads = ReadingHeads.load(heads_from, model.vision_tower.config.hidden_size, self.device)
             heads.requires_grad_(False)
             digit_ids = torch.tensor([self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
             colour_ids = torch.tensor([_word_token(self.tokenizer, c) for c in COLOUR_NAMES]) \

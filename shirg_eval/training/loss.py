@@ -59,6 +59,49 @@ def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generato
     return Sequence(prompt, torch.tensor(ids, dtype=torch.long, device=prompt.device))
 
 
+@dataclass
+class NoisedBatch:
+    """A micro-batch with its answers partly masked, right-padded into one LM input."""
+
+    embeds: torch.Tensor  # [B, L, D]
+    key_padding: torch.Tensor  # [B, L] True on padding
+    masks: list[torch.Tensor]  # per sequence, [La] True where the answer token was masked
+    t: torch.Tensor  # [B] mask ratio drawn per sequence
+    prompt_lengths: list[int]
+
+
+def noise_answers(model, sequences: list[Sequence], mask_id: int, eps: float = 1e-3,
+                  generator: torch.Generator | None = None, full_mask: bool = False) -> NoisedBatch:
+    """Draw ``t`` and the masks (module docstring), embed, and right-pad (padded keys leave attention)."""
+    device = sequences[0].prompt_embeds.device
+    batch = len(sequences)
+    t = torch.ones(batch) if full_mask else eps + (1 - eps) * torch.rand(batch, generator=generator, device="cpu")
+    rows, masks = [], []
+    for i, seq in enumerate(sequences):
+        mask = (torch.rand(seq.answer_ids.shape[0], generator=generator, device="cpu") < t[i]).to(device)
+        noisy = torch.where(mask, torch.full_like(seq.answer_ids, mask_id), seq.answer_ids)
+        answer_embeds = model.embed_tokens(noisy).to(seq.prompt_embeds.dtype)
+        rows.append(torch.cat([seq.prompt_embeds, answer_embeds], dim=0))
+        masks.append(mask)
+    longest = max(r.shape[0] for r in rows)
+    embeds = rows[0].new_zeros(batch, longest, rows[0].shape[1])
+    key_padding = torch.ones(batch, longest, dtype=torch.bool, device=device)
+    for i, row in enumerate(rows):
+        embeds[i, : row.shape[0]] = row
+        key_padding[i, : row.shape[0]] = False
+    return NoisedBatch(embeds, key_padding, masks, t.to(device), [s.prompt_embeds.shape[0] for s in sequences])
+
+
+def answer_loss(logits: torch.Tensor, sequences: list[Sequence], noised: NoisedBatch, offset: int = 0) -> torch.Tensor:
+    """Mean over sequences of ``sum_masked CE / t / L_a``; ``logits`` start at position ``offset``."""
+    per_seq = []
+    for i, seq in enumerate(sequences):
+        start, la = noised.prompt_lengths[i] - offset, seq.answer_ids.shape[0]
+        ce = F.cross_entropy(logits[i, start: start + la].float(), seq.answer_ids, reduction="none")
+        per_seq.append((ce * noised.masks[i]).sum() / noised.t[i] / la)
+    return torch.stack(per_seq).mean()
+
+
 def masked_diffusion_loss(model, sequences: list[Sequence], mask_id: int, eps: float = 1e-3,
                           generator: torch.Generator | None = None,
                           full_mask: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
@@ -66,37 +109,15 @@ def masked_diffusion_loss(model, sequences: list[Sequence], mask_id: int, eps: f
 
     ``full_mask``: ``t = 1`` for every sequence, i.e. the cross-entropy of the answer with every slot masked.
     """
-    device = sequences[0].prompt_embeds.device
-    batch = len(sequences)
-    t = torch.ones(batch) if full_mask else eps + (1 - eps) * torch.rand(batch, generator=generator, device="cpu")
-    rows, masks, lengths = [], [], []
-    for i, seq in enumerate(sequences):
-        la = seq.answer_ids.shape[0]
-        mask = (torch.rand(la, generator=generator, device="cpu") < t[i]).to(device)
-        noisy = torch.where(mask, torch.full_like(seq.answer_ids, mask_id), seq.answer_ids)
-        answer_embeds = model.embed_tokens(noisy).to(seq.prompt_embeds.dtype)
-        rows.append(torch.cat([seq.prompt_embeds, answer_embeds], dim=0))
-        masks.append(mask)
-        lengths.append((seq.prompt_embeds.shape[0], la))
-    longest = max(r.shape[0] for r in rows)
-    dim = rows[0].shape[1]
-    embeds = rows[0].new_zeros(batch, longest, dim)
-    key_padding = torch.ones(batch, longest, dtype=torch.bool, device=device)
-    for i, row in enumerate(rows):  # right padding; padded keys are masked out of attention
-        embeds[i, : row.shape[0]] = row
-        key_padding[i, : row.shape[0]] = False
+    noised = noise_answers(model, sequences, mask_id, eps, generator, full_mask)
+    lengths = [(lp, s.answer_ids.shape[0]) for lp, s in zip(noised.prompt_lengths, sequences, strict=True)]
     # Logits only where answers can be (from the shortest prompt on): the LM head over every image token
     # would cost B x L x vocab memory for nothing.
-    first = min(lp for lp, _ in lengths)
-    keep = torch.arange(first, longest, device=device)
-    logits = model.logits(embeds, key_padding=key_padding, logits_to_keep=keep)
-    per_seq = []
-    for i, seq in enumerate(sequences):
-        lp, la = lengths[i]
-        answer_logits = logits[i, lp - first: lp - first + la].float()
-        ce = F.cross_entropy(answer_logits, seq.answer_ids, reduction="none")
-        per_seq.append((ce * masks[i]).sum() / t[i].to(device) / la)
-    loss = torch.stack(per_seq).mean()
+    first = min(noised.prompt_lengths)
+    keep = torch.arange(first, noised.embeds.shape[1], device=noised.embeds.device)
+    logits = model.logits(noised.embeds, key_padding=noised.key_padding, logits_to_keep=keep)
+    loss = answer_loss(logits, sequences, noised, offset=first)
+    masks = noised.masks
     info = {"tokens": float(sum(lp + la for lp, la in lengths)), "answer_tokens": float(sum(la for _, la in lengths)),
             "masked_tokens": float(sum(m.sum().item() for m in masks))}
     return loss, info
