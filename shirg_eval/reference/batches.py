@@ -18,6 +18,7 @@ from PIL import Image
 from ..data.reading import KINDS, ReadingItem, make_item
 from ..model.preprocess import ImageViews, LavidaImageProcessor
 from .dense import sample_view
+from .labels import moved
 
 
 def train_item(seed: int, index: int) -> ReadingItem:
@@ -53,6 +54,7 @@ class Question(NamedTuple):
 class QASample:
     views: ImageViews  # pixel tensors only (the PIL views are dropped to keep worker transfers small)
     questions: list[Question]
+    item: ReadingItem | None = None  # where its glyphs and regions are, in the views' source image (no pixels)
 
 
 @dataclass
@@ -135,10 +137,12 @@ class QABatches(_StepShards):
         colour, (x0, y0, x1, y1) = rng.choice(item.regions)
         side = int(max(rng.uniform(260, 520), x1 - x0 + 20, y1 - y0 + 20))
         canvas = Image.new("RGB", (side, side), (255, 255, 255))
-        canvas.paste(item.image.crop((x0, y0, x1, y1)), (rng.randint(0, side - (x1 - x0)), rng.randint(0, side - (y1 - y0))))
+        left, top = rng.randint(0, side - (x1 - x0)), rng.randint(0, side - (y1 - y0))
+        canvas.paste(item.image.crop((x0, y0, x1, y1)), (left, top))
         views = self.processor.pad(canvas)
         views.views = []
-        return QASample(views, self._ask(rng, [q for q in item.questions if q[2] == colour]))
+        at = moved(item, left - x0, top - y0, keep=(x0, y0, x1, y1))
+        return QASample(views, self._ask(rng, [q for q in item.questions if q[2] == colour]), at)
 
     def _crop(self, item: ReadingItem, rng: random.Random) -> QASample:
         colour, (x0, y0, x1, y1) = rng.choice(item.regions)
@@ -151,7 +155,8 @@ class QABatches(_StepShards):
                   if a >= window[0] and b >= window[1] and c2 <= window[2] and d <= window[3]} | {colour}
         views = self.processor.pad(item.image.crop(window))
         views.views = []
-        return QASample(views, self._ask(rng, [q for q in item.questions if q[2] in inside]))
+        return QASample(views, self._ask(rng, [q for q in item.questions if q[2] in inside]),
+                        moved(item, -window[0], -window[1]))
 
     def build(self, step: int) -> QABatch:
         rng = random.Random(f"{self.seed}:qa:{step}")
@@ -167,7 +172,7 @@ class QABatches(_StepShards):
             else:
                 views = self.processor.single(item.image, self.resolution)
             views.views = []
-            samples.append(QASample(views, self._ask(rng, item.questions)))
+            samples.append(QASample(views, self._ask(rng, item.questions), moved(item, 0, 0)))
         return QABatch(step, samples)
 
 

@@ -76,6 +76,8 @@ class Recipe:
     qa_reading_weight: float = 0.0
     qa_pointer_weight: float = 0.0
     qa_reading_colours: bool = False  # reading guidance also names the cue colour of region positions without a digit
+    qa_cue_weight: float = 0.0  # the asked colour at the answer slot, region colours in the region (last layer's input)
+    qa_carry_weight: float = 0.0  # digit positions name their digit at the last layer's input (what attention copies)
     # Optional wall-clock caps per stage (0 = none). With a cap the learning rate anneals by whichever of steps or
     # time runs out first and the stage ends at the cap: for a one-shot GPU lease; the card records the steps.
     dense_minutes: float = 0.0
@@ -204,19 +206,15 @@ class Run:
     def qa(self, model: LavidaModel, start: int, resume_from: Path | None, heads_from: Path | None) -> bool:
         """Run the answering stage from ``start``; False when the run's time ran out first."""
         r = self.recipe
-        guided = r.qa_reading_weight > 0 or r.qa_pointer_weight > 0
-        heads = None
+        guided = r.qa_reading_weight > 0 or r.qa_pointer_weight > 0 or r.qa_cue_weight > 0 or r.qa_carry_weight > 0
+        heads = ReadingHeads.load(heads_from, model.vision_tower.config.hidden_size, self.device) \
+            if heads_from is not None and (heads_from / HEADS_FILE).is_file() else None  # kept for --tower evaluation
         if guided:
             if r.qa_variant != "lavida":
                 raise ValueError("reading guidance labels the release path's visual block: use --qa-variant lavida")
-            if heads_from is None or not (heads_from / HEADS_FILE).is_file():
-                raise RunFolderError(f"reading guidance needs stage 1's dense heads, and {heads_from} has none: "
-                                     "run the dense stage first (--dense-steps > 0)")
-            heads = ReadingHeads.load(heads_from, model.vision_tower.config.hidden_size, self.device)
-            heads.requires_grad_(False)
             digit_ids = torch.tensor([self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)])
             colour_ids = torch.tensor([_word_token(self.tokenizer, c) for c in COLOUR_NAMES]) \
-                if r.qa_reading_colours else None
+                if r.qa_reading_colours or r.qa_cue_weight > 0 else None
         model.vision_tower.requires_grad_(False)
         params = [p for n, p in model.named_parameters() if not n.startswith("vision_tower.")]
         clock = StageClock(r.qa_minutes)
@@ -232,11 +230,13 @@ class Run:
             generator = torch.Generator().manual_seed(r.seed * 1_000_003 + batch.step)
             if guided:
                 guided_seqs = [seq for sample in batch.samples
-                               for seq in guided_sequences(model, self.tokenizer, heads, sample, prompt_ids, digit_ids,
-                                                           colour_ids)]
+                               for seq in guided_sequences(model, self.tokenizer, sample, prompt_ids, digit_ids,
+                                                           colour_ids if r.qa_reading_colours else None)]
                 loss, info = guided_loss(model, guided_seqs, model.config.mask_token_id,
                                          reading_weight=r.qa_reading_weight, pointer_weight=r.qa_pointer_weight,
-                                         full_mask=r.qa_full_mask, generator=generator)
+                                         full_mask=r.qa_full_mask, generator=generator,
+                                         cue_weight=r.qa_cue_weight, carry_weight=r.qa_carry_weight,
+                                         colour_token_ids=colour_ids, digit_token_ids=digit_ids)
             else:
                 sequences = [seq for sample in batch.samples
                              for seq in sample_sequences(model, self.tokenizer, path, sample, generator, prompt_ids)]
