@@ -131,19 +131,16 @@ def _cue_loss(model: LavidaModel, hidden: torch.Tensor, sequences: list[GuidedSe
 
     Two means, not one: a batch has ~30 slots and thousands of region positions, and pooled, the slots' term (the
     query side, which is what was missing) would carry no weight."""
-    def colour_logits(rows: torch.Tensor) -> torch.Tensor:
-        return _lens_logits(model, rows, colour_token_ids)
-
     # masked first slots only: an unmasked one holds the answer itself, as for the pointer
     rows = torch.tensor([i for i, m in enumerate(masked) if m], dtype=torch.long, device=hidden.device)
-    slot_logits = colour_logits(hidden[rows, torch.tensor(slots, device=hidden.device)[rows]])
+    slot_logits = _lens_logits(model, hidden[rows, torch.tensor(slots, device=hidden.device)[rows]], colour_token_ids)
     slot_target = torch.tensor([seq.cue - 1 for seq in sequences], device=hidden.device)[rows]
     region_rows, region_target = [], []
     for i, seq in enumerate(sequences):
         inside = seq.colours.nonzero()[:, 0]
         region_rows.append(hidden[i, seq.visual_start + inside])
         region_target.append(seq.colours[inside] - 1)
-    region_loss = F.cross_entropy(colour_logits(torch.cat(region_rows)), torch.cat(region_target)) \
+    region_loss = F.cross_entropy(_lens_logits(model, torch.cat(region_rows), colour_token_ids), torch.cat(region_target)) \
         if sum(len(t) for t in region_target) else slot_logits.sum() * 0
     if not len(rows):
         return region_loss, 0.0
@@ -162,8 +159,11 @@ def guided_loss(model: LavidaModel, sequences: list[GuidedSequence], mask_id: in
     batch, longest = noised.key_padding.shape
     masks, prompt_lengths, key_padding = noised.masks, noised.prompt_lengths, noised.key_padding
     reading_labels = torch.full((batch, longest), IGNORE, dtype=torch.long, device=key_padding.device)
+    digit_at = torch.zeros_like(reading_labels, dtype=torch.bool)
     for i, seq in enumerate(sequences):
-        reading_labels[i, seq.visual_start: seq.visual_start + seq.digit_labels.shape[0]] = seq.digit_labels
+        block = slice(seq.visual_start, seq.visual_start + seq.digit_labels.shape[0])
+        reading_labels[i, block] = seq.digit_labels
+        digit_at[i, block] = seq.shows_digit
     if cue_weight > 0 and colour_token_ids is None:
         raise ValueError("the cue loss needs the colour words' token ids (colour_token_ids)")
     if carry_weight > 0 and digit_token_ids is None:
@@ -172,9 +172,6 @@ def guided_loss(model: LavidaModel, sequences: list[GuidedSequence], mask_id: in
                         output_hidden_states=pointer_weight > 0 or cue_weight > 0 or carry_weight > 0)
     logits = out.logits.float()  # every position: the reading loss scores the visual block
     answer = answer_loss(logits, sequences, noised)
-    digit_at = torch.zeros_like(reading_labels, dtype=torch.bool)
-    for i, seq in enumerate(sequences):
-        digit_at[i, seq.visual_start: seq.visual_start + seq.shows_digit.shape[0]] = seq.shows_digit
     shown = reading_labels != IGNORE
     # digits and colour words as two means: regions hold ~5x more colour positions than there are digits, and
     # pooled, the colour words (easy) drowned the digits (the point): 18 % of digits read after 400 steps
