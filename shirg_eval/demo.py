@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     # the reading sets are rendered once into the demo folder (400 test documents each; the sweep reads --limit)
     env = dict(os.environ, SHIRG_CACHE=str(out / "cache"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     sweep = shutil_which("shirg-sweep")
-    cmd = [*sweep, str(_configs_dir() / "sweeps" / "demo.yaml"), "--model_args", f"pretrained={checkpoint}",
+    cmd = [*sweep, str(sweep_config(out, lora)), "--model_args", f"pretrained={checkpoint}",
            "--output-root", str(out / "sweep")]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
@@ -98,6 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n[demo] finished in {time.time() - started:.0f} s; leaderboard: {out / 'sweep' / 'leaderboard.md'}, "
           f"plots: {out / 'sweep' / 'plots'}")
     return code
+
+
+def sweep_config(out: Path, lora: Path | None) -> Path:
+    """``demo.yaml``; with the reference model's LoRA, a copy in ``out`` that adds its ``shirg_fixed`` cell."""
+    import yaml
+
+    config = _configs_dir() / "sweeps" / "demo.yaml"
+    if lora is None:
+        return config
+    spec = yaml.safe_load(config.read_text(encoding="utf-8"))
+    spec["cells"].append({"name": "shirg_fixed_lora", "model": "shirg_fixed", "lora": str(lora)})
+    written = out / "demo_sweep.yaml"
+    written.write_text(f"# {config.name} + the SHIRG LoRA committed beside the reference model\n"
+                       + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return written
 
 
 def pick_checkpoint(pretrained: str | None, out: Path) -> Path | None:

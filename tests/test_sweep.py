@@ -164,3 +164,15 @@ def test_yaml_configs_and_grid() -> None:
     reference = sw.load_sweep(ROOT / "configs" / "sweeps" / "reference.yaml")
     assert [c.name for c in reference.cells] == [c.name for c in road.cells] + ["shirg_fixed_lora"]
     assert reference.limit is None and reference.tasks == demo.tasks
+
+
+def test_demo_adds_the_reference_lora_cell(tmp_path):
+    from shirg_eval.demo import sweep_config
+
+    plain = sweep_config(tmp_path, None)
+    assert plain.name == "demo.yaml" and not (tmp_path / "demo_sweep.yaml").exists()
+    written = sweep_config(tmp_path, tmp_path / "adapter")
+    demo, with_lora = sw.load_sweep(plain), sw.load_sweep(written)
+    assert [c.name for c in with_lora.cells] == [c.name for c in demo.cells] + ["shirg_fixed_lora"]
+    assert with_lora.cells[-1].model == "shirg_fixed" and with_lora.cells[-1].lora == str(tmp_path / "adapter")
+    assert with_lora.limit == demo.limit and with_lora.tasks == demo.tasks

@@ -17,6 +17,7 @@ import torch
 
 from ..data.reading import KINDS, make_item
 from ..model.lavida import LavidaModel
+from ..model.prompting import build_prompt_ids
 from ..model.sampler import GenerationConfig
 from ..model.tiny import load_tokenizer
 from ..pipeline import ShirgPipeline
@@ -37,6 +38,48 @@ class SetResult:
     @property
     def accuracy(self) -> float:
         return sum(self.correct) / max(1, len(self.correct))
+
+
+@torch.no_grad()
+def answer_probability(pipe: ShirgPipeline, image, prompt: str, answer: str, gen_length: int,
+                       query: str | None = None) -> float:
+    """Probability of a one-digit ``answer`` at the first answer slot, the whole answer masked, among the ten digits.
+
+    The sampler's first step sees exactly this. One forward per document, and a graded score: on a model that
+    reads weakly it separates two visual paths with far fewer documents than exact match does (tests only; the
+    published figures are the tasks' metrics). Being renormalised over the digits, it cannot see a path that
+    answers the stop token or a word instead: decoded accuracy does.
+    """
+    model, tokenizer = pipe.model, pipe.tokenizer
+    if pipe.path.in_lm:
+        raise ValueError(f"{pipe.variant}: an in-LM reducer changes the prefill; answer_probability covers the "
+                         "visual paths whose selection happens before the LM")
+    digits = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    if not (len(answer) == 1 and answer.isdigit()):
+        raise ValueError(f"answer_probability scores one-digit answers, got {answer!r}")
+    visual = pipe.path.encode(pipe.path.prepare(image), pipe.question_embeds(prompt if query is None else query),
+                              pipe.generator)
+    prompt_embeds = model.embed_prompt(build_prompt_ids(tokenizer, prompt), visual.embeds)
+    canvas = torch.full((1, gen_length), model.config.mask_token_id, dtype=torch.long, device=model.device)
+    embeds = torch.cat([prompt_embeds, model.embed_tokens(canvas).to(prompt_embeds.dtype)], dim=1)
+    logits = model.logits(embeds, logits_to_keep=gen_length)[0, 0, digits].float()
+    return float(logits.softmax(-1)[int(answer)])
+
+
+def answer_probabilities(model: LavidaModel, tokenizer, variant: str, n: int, split: str = "test",
+                         kinds: tuple[str, ...] = KINDS, lora: str | None = None,
+                         **variant_params: Any) -> dict[str, float]:
+    """``answer_probability`` of the first ``n`` items of each set: {"<set>/<index>": p}."""
+    pipe = ShirgPipeline(str(getattr(model, "checkpoint_path", "")), variant, model=model, tokenizer=tokenizer,
+                         lora=lora, **variant_params)
+    out = {}
+    for kind in kinds:
+        for i in range(n):
+            item = make_item(kind, i, split=split)
+            pipe.reseed(f"{kind}/{i}")
+            out[f"{kind}/{i}"] = answer_probability(pipe, item.image, item.question + TASK_PROMPT[kind], item.answer,
+                                                    TASK_GEN_LENGTH[kind], query=item.question)
+    return out
 
 
 def evaluate(model: LavidaModel, tokenizer, variants: list[str], n: int, split: str = "validation", seed: int = 0,
