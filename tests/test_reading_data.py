@@ -88,3 +88,18 @@ def test_cached_reading_set_renders_once(tmp_path, monkeypatch: pytest.MonkeyPat
     stamp = path.stat().st_mtime_ns
     assert reading.cached_reading_set("doc", n=3) == path and path.stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob("reading/*.tmp-*"))
+
+
+def test_conversations_carry_the_task_prompts(tmp_path):
+    import json
+
+    path = reading.write_conversations(tmp_path, n=1, split="train")
+    entries = json.loads(path.read_text())
+    for kind in reading.KINDS:
+        item = reading.make_item(kind, 0, split="train")
+        mine = [e for e in entries if e["id"].startswith(f"{kind}-train-0-")]
+        assert len(mine) == len(item.questions)
+        for entry, (question, answer, _) in zip(mine, item.questions, strict=True):
+            human, gpt = entry["conversations"]
+            assert human["value"] == f"<image>\n{question}{reading.TASK_POST_PROMPTS[kind]}" and gpt["value"] == answer
+            assert (tmp_path / entry["image"]).is_file()

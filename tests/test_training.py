@@ -151,6 +151,28 @@ def test_data_skips_and_counts(tmp_path):
     assert serial == workers and [m for m, _ in serial] == [1, 2, 3, 4]
 
 
+def test_answers_padded_with_stop_tokens(tiny_checkpoint, tiny_tokenizer):
+    from PIL import Image
+
+    from shirg_eval.model.lavida import LavidaModel
+    from shirg_eval.selection.presets import VisualPath
+    from shirg_eval.training.data import Sample
+    from shirg_eval.training.loss import answer_stop_id, encode_sample
+
+    model = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
+    path, stop = VisualPath(model, "lavida_384"), answer_stop_id(tiny_tokenizer)
+    sample, image = Sample("s", "img.png", "What is it?", "a red square"), Image.new("RGB", (64, 48), (9, 9, 9))
+    plain = encode_sample(model, path, tiny_tokenizer, sample, image, None, 128, stop).answer_ids.tolist()
+    words = tiny_tokenizer("a red square", add_special_tokens=False)["input_ids"]
+    assert plain == words + [stop]
+    padded = encode_sample(model, path, tiny_tokenizer, sample, image, None, 128, stop, pad_answers_to=12)
+    assert padded.answer_ids.tolist() == words + [stop] * (12 - len(words))
+    short = encode_sample(model, path, tiny_tokenizer, sample, image, None, 128, stop, pad_answers_to=2)
+    assert short.answer_ids.tolist() == plain  # never truncates
+    with pytest.raises(ConfigError, match="pad_answers_to must be >= 0"):
+        load_config(TINY_YAML, {"data.pad_answers_to": -1})
+
+
 # ------------------------------------------------------------------------------------------ LoRA counts
 def test_trainable_count_matches_hand_count(tiny_checkpoint):
     from shirg_eval.model.lavida import LavidaModel

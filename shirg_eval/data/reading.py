@@ -258,10 +258,17 @@ def write_reading_set(kind: str, out_dir: str | Path, n: int, seed: int = 0, spl
     return write_dataset(make_records(kind, n, seed, split, text_px), out_dir)
 
 
+# The prompts the reading tasks put after the question (chartqa_200's and docvqa_200's lmms-eval post_prompt)
+TASK_POST_PROMPTS = {"chart": "\nAnswer the question with a single word.",
+                     "doc": "\nAnswer the question using a single word or phrase."}
+
+
 def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str = "train", text_px: int = 12) -> Path:
     """``n`` images of each reading set as a LLaVA-format conversation file (what ``train/lora.py`` reads).
 
-    Every cued region of an image becomes one record, so ``n`` images give about 4 ``n`` records per set.
+    Every cued region of an image becomes one record, so ``n`` images give about 4 ``n`` records per set. Questions
+    carry their task's post-prompt, as short-answer VQA data in LLaVA-format SFT sets do, so a LoRA trains on the
+    prompt it is evaluated with.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -273,7 +280,8 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
             (out / rel).write_bytes(item.png())
             for j, (question, answer, _) in enumerate(item.questions):
                 entries.append({"id": f"{kind}-{split}-{i}-{j}", "image": rel, "conversations": [
-                    {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
+                    {"from": "human", "value": f"<image>\n{question}{TASK_POST_PROMPTS[kind]}"},
+                    {"from": "gpt", "value": answer}]})
     path = out / f"reading_{split}.json"
     path.write_text(json.dumps(entries, indent=1))
     return path

@@ -15,15 +15,14 @@ from typing import Any
 
 import torch
 
-from ..data.reading import KINDS, make_item
+from ..data.reading import KINDS, TASK_POST_PROMPTS, make_item
 from ..model.lavida import LavidaModel
 from ..model.prompting import build_prompt_ids
 from ..model.sampler import GenerationConfig
 from ..model.tiny import load_tokenizer
 from ..pipeline import ShirgPipeline
-from .factory import POST_PROMPTS
 
-TASK_PROMPT = {"chart": POST_PROMPTS[1], "doc": POST_PROMPTS[2]}  # chartqa_* / docvqa_* post-prompts
+TASK_PROMPT = TASK_POST_PROMPTS  # chartqa_* / docvqa_* post-prompts
 TASK_GEN_LENGTH = {"chart": 16, "doc": 32}
 
 

@@ -30,6 +30,9 @@ class DataConfig:
     json: str = ""  # LLaVA-format conversation JSON (e.g. blip_laion_cc_sbu_558k.json)
     image_folder: str = ""  # image paths in the JSON are relative to this folder
     max_answer_tokens: int = 128  # longer answers are truncated (captions are short)
+    # 0: each answer + one stop token. N: short answers are filled with stop tokens up to N tokens, all masked and
+    # scored, as LLaDA's SFT pads short pairs with EOS; N = the tasks' gen_length trains the canvas the sampler fills
+    pad_answers_to: int = 0
 
 
 @dataclass
@@ -119,6 +122,9 @@ class TrainConfig:
             raise ConfigError(f"lr_scheduler must be cosine, linear or constant, got {self.lr_scheduler!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.data.pad_answers_to < 0:
+            raise ConfigError(f"data.pad_answers_to must be >= 0 (0: no stop-token filling), got "
+                              f"{self.data.pad_answers_to}")
         if not self.data.json:
             raise ConfigError("data.json is not set (path to a LLaVA-format conversation JSON)")
         if self.overwrite and self.resumes():

@@ -45,13 +45,14 @@ def question_embeds(model, tokenizer, question: str) -> torch.Tensor | None:
 
 
 def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generator: torch.Generator | None,
-                  max_answer_tokens: int, stop_id: int) -> Sequence:
+                  max_answer_tokens: int, stop_id: int, pad_answers_to: int = 0) -> Sequence:
     """Image + question -> prompt embeddings (gradients flow through SigLIP/projector/selection), answer ids."""
     views = visual_path.prepare(image)
     visual = visual_path.encode(views, question_embeds(model, tokenizer, sample.question), generator)
     prompt_ids = build_prompt_ids(tokenizer, sample.question)
     prompt = model.embed_prompt(prompt_ids, visual.embeds)[0]
     ids = tokenizer(sample.answer, add_special_tokens=False)["input_ids"][: max_answer_tokens - 1] + [stop_id]
+    ids += [stop_id] * (pad_answers_to - len(ids))  # (nothing when pad_answers_to <= len(ids))
     room = model.config.tokenizer_model_max_length - prompt.shape[0]
     if room < 2:
         raise ValueError(f"sample {sample.uid}: prompt fills the context ({prompt.shape[0]} positions)")

@@ -102,8 +102,9 @@ class DiffusionLossModule(nn.Module):
                 zero = sum(p.sum() * 0 for p in self.peft.parameters() if p.requires_grad)
                 return zero, {"tokens": 0.0, "answer_tokens": 0.0, "masked_tokens": 0.0}
             path = self.paths[path_name]
-            seqs = [encode_sample(model, path, self.tokenizer, s, img, generator, self.cfg.data.max_answer_tokens,
-                                  self.stop_id) for s, img in items]
+            data = self.cfg.data
+            seqs = [encode_sample(model, path, self.tokenizer, s, img, generator, data.max_answer_tokens,
+                                  self.stop_id, data.pad_answers_to) for s, img in items]
             return masked_diffusion_loss(model, seqs, model.config.mask_token_id, self.cfg.mask_eps, generator)
 
 
