@@ -102,4 +102,21 @@ def test_conversations_carry_the_task_prompts(tmp_path):
         for entry, (question, answer, _) in zip(mine, item.questions, strict=True):
             human, gpt = entry["conversations"]
             assert human["value"] == f"<image>\n{question}{reading.TASK_POST_PROMPTS[kind]}" and gpt["value"] == answer
-            assert (tmp_path / entry["image"]).is_file()
+            assert entry["shirg_question"] == question and (tmp_path / entry["image"]).is_file()
+
+
+def test_post_prompts_are_the_tasks(tmp_path):
+    """TASK_POST_PROMPTS are chartqa_200's and docvqa_200's lmms-eval post_prompt, which the reading tasks include."""
+    from pathlib import Path
+
+    import yaml
+
+    tasks = Path(__file__).resolve().parents[1] / "tasks"
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # lmms-eval's !function tags
+    for kind, task in (("chart", "chartqa_200"), ("doc", "docvqa_200")):
+        spec = yaml.load((tasks / task / f"{task}.yaml").read_text(), Loader=Loader)
+        assert spec["lmms_eval_specific_kwargs"]["default"]["post_prompt"] == reading.TASK_POST_PROMPTS[kind]

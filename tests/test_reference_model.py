@@ -11,12 +11,13 @@ does not see the image, and these tests fail:
 * resolution: the 384 px view scores below the release path's anyres tiles and below the best 672 px variant;
 * selection: ``shirg_fixed`` beats ``random_k`` at the same LM-side budget (768 + 144 scaffold).
 
-(The SHIRG LoRA committed beside the model changes ``shirg_fixed`` by less than the noise, so no gain is asserted;
+(The SHIRG LoRA committed beside the model lowers ``shirg_fixed``'s decoded accuracy, so no gain is asserted;
 MODEL_CARD.md has its figures.)
 
 The sampler itself is pinned by the golden-fixture tests (generated ids match the reference exactly); the decoded
 accuracies of the model card come from the real ``lmms_eval`` command on all 400 test documents per set.
-Thresholds sit below the values measured on this subset (MODEL_CARD.md) with room for platform rounding.
+Thresholds sit below the values measured on this subset (README, "Sensitivity tests") with room for platform
+rounding.
 """
 
 from __future__ import annotations

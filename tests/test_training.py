@@ -151,6 +151,29 @@ def test_data_skips_and_counts(tmp_path):
     assert serial == workers and [m for m, _ in serial] == [1, 2, 3, 4]
 
 
+def test_records_may_declare_the_selection_query(tmp_path, tiny_checkpoint, tiny_tokenizer, monkeypatch):
+    from PIL import Image
+
+    from shirg_eval.model.lavida import LavidaModel
+    from shirg_eval.selection.presets import VisualPath
+    from shirg_eval.training import loss
+    from shirg_eval.training.data import SkipStats, parse_records
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    turns = [{"from": "human", "value": "<image>\nWhat is it?\nAnswer with a word."}, {"from": "gpt", "value": "x"}]
+    declared, plain = parse_records([{"id": "a", "image": "a.png", "conversations": turns, "shirg_question": "What is it?"},
+                                     {"id": "b", "image": "a.png", "conversations": turns}], tmp_path, SkipStats())
+    assert declared.question == plain.question == "What is it?\nAnswer with a word."
+    assert (declared.query, plain.query) == ("What is it?", None)
+    seen = []
+    monkeypatch.setattr(loss, "question_embeds", lambda model, tok, text: seen.append(text))
+    model = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
+    path, stop = VisualPath(model, "lavida_384"), loss.answer_stop_id(tiny_tokenizer)
+    for sample in (declared, plain):
+        loss.encode_sample(model, path, tiny_tokenizer, sample, Image.new("RGB", (64, 48)), None, 8, stop)
+    assert seen == ["What is it?", "What is it?\nAnswer with a word."]  # the LM prompt keeps the instruction
+
+
 def test_answers_padded_with_stop_tokens(tiny_checkpoint, tiny_tokenizer):
     from PIL import Image
 

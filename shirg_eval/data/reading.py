@@ -268,7 +268,7 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
 
     Every cued region of an image becomes one record, so ``n`` images give about 4 ``n`` records per set. Questions
     carry their task's post-prompt, as short-answer VQA data in LLaVA-format SFT sets do, so a LoRA trains on the
-    prompt it is evaluated with.
+    prompt it is evaluated with; ``shirg_question`` (the question alone) conditions selection, as in the tasks.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -279,9 +279,10 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
             rel = f"images/{kind}_{split}_{i:06d}.png"
             (out / rel).write_bytes(item.png())
             for j, (question, answer, _) in enumerate(item.questions):
-                entries.append({"id": f"{kind}-{split}-{i}-{j}", "image": rel, "conversations": [
-                    {"from": "human", "value": f"<image>\n{question}{TASK_POST_PROMPTS[kind]}"},
-                    {"from": "gpt", "value": answer}]})
+                entries.append({"id": f"{kind}-{split}-{i}-{j}", "image": rel, "shirg_question": question,
+                                "conversations": [
+                                    {"from": "human", "value": f"<image>\n{question}{TASK_POST_PROMPTS[kind]}"},
+                                    {"from": "gpt", "value": answer}]})
     path = out / f"reading_{split}.json"
     path.write_text(json.dumps(entries, indent=1))
     return path

@@ -1,8 +1,8 @@
 """Quick accuracy of a checkpoint on the reading sets, per variant, without lmms-eval.
 
 For development and the sensitivity tests: the published table comes from the real ``lmms_eval`` command (see
-the model card). Scoring is exact match of the single-digit answer, which is what relaxed accuracy and ANLS
-reduce to on these sets (a one-character answer is either right or wrong).
+the model card). Scoring is exact match of the single-digit answer: what relaxed accuracy is on these sets (ANLS
+also gives half credit to a two-character answer such as "77").
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..data.reading import KINDS, TASK_POST_PROMPTS, make_item
+from ..model.kv_cache import fill_prefix
 from ..model.lavida import LavidaModel
 from ..model.prompting import build_prompt_ids
 from ..model.sampler import GenerationConfig
@@ -44,7 +45,7 @@ def answer_probability(pipe: ShirgPipeline, image, prompt: str, answer: str, gen
                        query: str | None = None) -> float:
     """Probability of a one-digit ``answer`` at the first answer slot, the whole answer masked, among the ten digits.
 
-    The sampler's first step sees exactly this. One forward per document, and a graded score: on a model that
+    The sampler's first step sees exactly this (the Prefix-DLM cache, the tasks' default). One forward per document, and a graded score: on a model that
     reads weakly it separates two visual paths with far fewer documents than exact match does (tests only; the
     published figures are the tasks' metrics). Being renormalised over the digits, it cannot see a path that
     answers the stop token or a word instead: decoded accuracy does.
@@ -54,21 +55,29 @@ def answer_probability(pipe: ShirgPipeline, image, prompt: str, answer: str, gen
         raise ValueError(f"{pipe.variant}: an in-LM reducer changes the prefill; answer_probability covers the "
                          "visual paths whose selection happens before the LM")
     digits = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    if None in digits or len(set(digits)) != 10 or tokenizer.unk_token_id in digits:
+        raise ValueError("answer_probability needs a tokenizer with one token per digit 0-9")
     if not (len(answer) == 1 and answer.isdigit()):
         raise ValueError(f"answer_probability scores one-digit answers, got {answer!r}")
     visual = pipe.path.encode(pipe.path.prepare(image), pipe.question_embeds(prompt if query is None else query),
                               pipe.generator)
     prompt_embeds = model.embed_prompt(build_prompt_ids(tokenizer, prompt), visual.embeds)
+    # the sampler's first step with its default Prefix-DLM cache (the prompt does not attend to the answer)
+    cache, _ = fill_prefix(model, prompt_embeds)
     canvas = torch.full((1, gen_length), model.config.mask_token_id, dtype=torch.long, device=model.device)
-    embeds = torch.cat([prompt_embeds, model.embed_tokens(canvas).to(prompt_embeds.dtype)], dim=1)
-    logits = model.logits(embeds, logits_to_keep=gen_length)[0, 0, digits].float()
-    return float(logits.softmax(-1)[int(answer)])
+    length = prompt_embeds.shape[1]
+    positions = torch.arange(length, length + gen_length, device=model.device)[None]
+    logits = model.logits(model.embed_tokens(canvas).to(prompt_embeds.dtype), cache=cache, position_ids=positions)
+    return float(logits[0, 0, digits].float().softmax(-1)[int(answer)])
 
 
 def answer_probabilities(model: LavidaModel, tokenizer, variant: str, n: int, split: str = "test",
                          kinds: tuple[str, ...] = KINDS, lora: str | None = None,
                          **variant_params: Any) -> dict[str, float]:
-    """``answer_probability`` of the first ``n`` items of each set: {"<set>/<index>": p}."""
+    """``answer_probability`` of the first ``n`` items of each set: {"<set>/<index>": p}.
+
+    A ``lora`` is merged into ``model`` (as ``ShirgPipeline`` loads it): pass a model of its own.
+    """
     pipe = ShirgPipeline(str(getattr(model, "checkpoint_path", "")), variant, model=model, tokenizer=tokenizer,
                          lora=lora, **variant_params)
     out = {}

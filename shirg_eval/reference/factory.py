@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.reading import COLOUR_NAMES
+from ..data.reading import COLOUR_NAMES, TASK_POST_PROMPTS
 from ..model.prompting import SYSTEM_PROMPT
 from ..model.tiny import TinyDims, build_tokenizer, make_tiny_checkpoint
 
@@ -22,7 +22,7 @@ REFERENCE_DIMS = TinyDims(
     vision_hidden=128, vision_intermediate=384, vision_heads=4, vision_layers_kept=3,
 )
 # The tasks' instructions, appended to questions in training so that evaluation prompts are in distribution.
-POST_PROMPTS = ("", "\nAnswer the question with a single word.", "\nAnswer the question using a single word or phrase.")
+POST_PROMPTS = ("", TASK_POST_PROMPTS["chart"], TASK_POST_PROMPTS["doc"])
 
 
 def reference_corpus() -> list[str]:

@@ -31,7 +31,8 @@ class DataConfig:
     image_folder: str = ""  # image paths in the JSON are relative to this folder
     max_answer_tokens: int = 128  # longer answers are truncated (captions are short)
     # 0: each answer + one stop token. N: short answers are filled with stop tokens up to N tokens, all masked and
-    # scored, as LLaDA's SFT pads short pairs with EOS; N = the tasks' gen_length trains the canvas the sampler fills
+    # scored, as LLaDA's SFT pads short pairs with EOS; N = the evaluation's gen_length (chartqa_* 16, docvqa_* 32)
+    # trains the canvas the sampler fills
     pad_answers_to: int = 0
 
 

@@ -1,7 +1,9 @@
 """LLaVA-format conversation data (LCS-558K and friends) and a resumable, seeded distributed order.
 
 Records: ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
-{"from": "gpt", "value": "..."}]}``; the first human turn is the question, the first gpt turn the answer.
+{"from": "gpt", "value": "..."}]}``; the first human turn is the question, the first gpt turn the answer. A record
+may also carry ``"shirg_question"``: the text that conditions the selectors' relevance, as the harness's tasks
+declare it (``harness.question``), so that a task instruction in the human turn does not steer selection.
 Malformed records and missing images are dropped when the file is indexed; images that fail to decode are
 dropped when read. Both are counted, never raised.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 IMAGE_TOKEN = "<image>"
+QUESTION_FIELD = "shirg_question"  # as harness.question.QUESTION_FIELD
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Sample:
     image_path: Path
     question: str
     answer: str
+    query: str | None = None  # what selection is conditioned on (default: the question)
 
 
 @dataclass
@@ -73,7 +77,9 @@ def parse_records(records: list[Any], image_folder: str | Path, stats: SkipStats
         if not path.is_file():
             stats.missing_image += 1
             continue
-        samples.append(Sample(str(rec.get("id", i)), path, clean_question(question), answer.strip()))
+        query = rec.get(QUESTION_FIELD)
+        samples.append(Sample(str(rec.get("id", i)), path, clean_question(question), answer.strip(),
+                              query if isinstance(query, str) else None))
     return samples
 
 

@@ -48,7 +48,8 @@ def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generato
                   max_answer_tokens: int, stop_id: int, pad_answers_to: int = 0) -> Sequence:
     """Image + question -> prompt embeddings (gradients flow through SigLIP/projector/selection), answer ids."""
     views = visual_path.prepare(image)
-    visual = visual_path.encode(views, question_embeds(model, tokenizer, sample.question), generator)
+    query = sample.question if sample.query is None else sample.query  # as the harness conditions selection
+    visual = visual_path.encode(views, question_embeds(model, tokenizer, query), generator)
     prompt_ids = build_prompt_ids(tokenizer, sample.question)
     prompt = model.embed_prompt(prompt_ids, visual.embeds)[0]
     ids = tokenizer(sample.answer, add_special_tokens=False)["input_ids"][: max_answer_tokens - 1] + [stop_id]
