@@ -33,15 +33,14 @@ def _configs_dir() -> Path:
 
 def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
     """One held-out chart of the reading test split, answered by every roadmap variant (and the LoRA, if any)."""
-    from .data.reading import make_item
+    from .data.reading import TASK_POST_PROMPTS, make_item
     from .model.lavida import LavidaModel
     from .model.sampler import GenerationConfig
     from .model.tiny import load_tokenizer
     from .pipeline import ShirgPipeline
-    from .reference.evaluate import TASK_PROMPT
 
     item = make_item("chart", 7, split="test")
-    prompt = item.question + TASK_PROMPT["chart"]
+    prompt = item.question + TASK_POST_PROMPTS["chart"]
     tokenizer = load_tokenizer(checkpoint)
     model = LavidaModel.from_pretrained(checkpoint)
     rows = []

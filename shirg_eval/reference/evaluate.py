@@ -23,7 +23,6 @@ from ..model.sampler import GenerationConfig
 from ..model.tiny import load_tokenizer
 from ..pipeline import ShirgPipeline
 
-TASK_PROMPT = TASK_POST_PROMPTS  # chartqa_* / docvqa_* post-prompts
 TASK_GEN_LENGTH = {"chart": 16, "doc": 32}
 
 
@@ -40,28 +39,34 @@ class SetResult:
         return sum(self.correct) / max(1, len(self.correct))
 
 
+def digit_ids(tokenizer) -> list[int]:
+    """The token ids of the digits 0-9 (one token each, as the reference tokenizer has them)."""
+    ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    if None in ids or len(set(ids)) != 10 or tokenizer.unk_token_id in ids:
+        raise ValueError("answer_probability needs a tokenizer with one token per digit 0-9")
+    return ids
+
+
 @torch.no_grad()
 def answer_probability(pipe: ShirgPipeline, image, prompt: str, answer: str, gen_length: int,
-                       query: str | None = None) -> float:
+                       query: str | None = None, digits: list[int] | None = None) -> float:
     """Probability of a one-digit ``answer`` at the first answer slot, the whole answer masked, among the ten digits.
 
-    The sampler's first step sees exactly this (the Prefix-DLM cache, the tasks' default). One forward per document, and a graded score: on a model that
-    reads weakly it separates two visual paths with far fewer documents than exact match does (tests only; the
-    published figures are the tasks' metrics). Being renormalised over the digits, it cannot see a path that
-    answers the stop token or a word instead: decoded accuracy does.
+    The sampler's first step sees exactly this (through the Prefix-DLM cache, the tasks' default). One forward per
+    document, and a graded score: on a model that reads weakly it separates two visual paths with far fewer
+    documents than exact match does (tests only; the published figures are the tasks' metrics). Being renormalised
+    over the digits, it cannot see a path that answers the stop token or a word instead: decoded accuracy does.
     """
-    model, tokenizer = pipe.model, pipe.tokenizer
+    model = pipe.model
     if pipe.path.in_lm:
         raise ValueError(f"{pipe.variant}: an in-LM reducer changes the prefill; answer_probability covers the "
                          "visual paths whose selection happens before the LM")
-    digits = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
-    if None in digits or len(set(digits)) != 10 or tokenizer.unk_token_id in digits:
-        raise ValueError("answer_probability needs a tokenizer with one token per digit 0-9")
     if not (len(answer) == 1 and answer.isdigit()):
         raise ValueError(f"answer_probability scores one-digit answers, got {answer!r}")
+    digits = digit_ids(pipe.tokenizer) if digits is None else digits
     visual = pipe.path.encode(pipe.path.prepare(image), pipe.question_embeds(prompt if query is None else query),
                               pipe.generator)
-    prompt_embeds = model.embed_prompt(build_prompt_ids(tokenizer, prompt), visual.embeds)
+    prompt_embeds = model.embed_prompt(build_prompt_ids(pipe.tokenizer, prompt), visual.embeds)
     # the sampler's first step with its default Prefix-DLM cache (the prompt does not attend to the answer)
     cache, _ = fill_prefix(model, prompt_embeds)
     canvas = torch.full((1, gen_length), model.config.mask_token_id, dtype=torch.long, device=model.device)
@@ -80,13 +85,14 @@ def answer_probabilities(model: LavidaModel, tokenizer, variant: str, n: int, sp
     """
     pipe = ShirgPipeline(str(getattr(model, "checkpoint_path", "")), variant, model=model, tokenizer=tokenizer,
                          lora=lora, **variant_params)
-    out = {}
+    digits, out = digit_ids(tokenizer), {}
     for kind in kinds:
         for i in range(n):
             item = make_item(kind, i, split=split)
             pipe.reseed(f"{kind}/{i}")
-            out[f"{kind}/{i}"] = answer_probability(pipe, item.image, item.question + TASK_PROMPT[kind], item.answer,
-                                                    TASK_GEN_LENGTH[kind], query=item.question)
+            out[f"{kind}/{i}"] = answer_probability(pipe, item.image, item.question + TASK_POST_PROMPTS[kind],
+                                                    item.answer, TASK_GEN_LENGTH[kind], query=item.question,
+                                                    digits=digits)
     return out
 
 
@@ -101,7 +107,7 @@ def evaluate(model: LavidaModel, tokenizer, variants: list[str], n: int, split: 
             correct, answers, tokens = [], [], []
             for i in range(n):
                 item = make_item(kind, i, seed=seed, split=split)
-                answer = pipe.answer(item.image, item.question + TASK_PROMPT[kind],
+                answer = pipe.answer(item.image, item.question + TASK_POST_PROMPTS[kind],
                                      GenerationConfig(gen_length=TASK_GEN_LENGTH[kind]), sample_key=f"{kind}/{i}",
                                      query=item.question)
                 answers.append(answer.text)

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from ..harness.question import QUESTION_FIELD
+
 IMAGE_TOKEN = "<image>"
-QUESTION_FIELD = "shirg_question"  # as harness.question.QUESTION_FIELD
 
 
 @dataclass
