@@ -48,7 +48,34 @@ def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
 
 
 def local_source(path_str: str, split: str) -> tuple[str, dict[str, Any]]:
-    """(lmms-eval ``DATASET_PATH``, ``dataset_kwargs``) that make ConfigurableTask.download read ``path_str``."""
+    """(lmms-eval ``DATASET_PATH``, ``dataset_kwargs``) that make ConfigurableTask.download read ``path_str``.
+
+    Parquet files are checked first (footer only): an empty or non-parquet file is named here, instead of the
+    ``DatasetGenerationError`` that ``datasets`` raises with the cause buried in its chain."""
+    builder, kwargs = _local_source(path_str, split)
+    if builder == "parquet":
+        check_parquet_rows(kwargs["data_files"][split])
+    return builder, kwargs
+
+
+def check_parquet_rows(files: list[str]) -> int:
+    """Total rows of ``files``; a file that is not parquet, or data with 0 rows, is a ValueError naming it."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for name in files:
+        try:
+            total += pq.ParquetFile(name).metadata.num_rows
+        except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad file
+            raise ValueError(f"{name} is not a readable parquet file ({type(err).__name__}: {err})") from None
+    if total == 0:
+        shown = files[0] if len(files) == 1 else f"{len(files)} parquet files ({files[0]}, ...)"
+        raise ValueError(f"{shown} has 0 rows: nothing to evaluate. Point the variable at the task's data "
+                         "(`shirg-synth --out DIR` renders a synthetic set)")
+    return total
+
+
+def _local_source(path_str: str, split: str) -> tuple[str, dict[str, Any]]:
     path = Path(path_str).expanduser().resolve()
     if path.is_file():
         if path.suffix == ".parquet":

@@ -188,8 +188,32 @@ def process_docs_for(ds: Any, task: str, seed: int = SUBSET_SEED) -> Any:
         from datasets import Image
 
         out = out.cast_column(spec.image_column, Image(decode=False))
-    questions = [str(q) for q in out[spec.question_column]]
+    questions = question_texts(out[spec.question_column], task)
+    out = out.remove_columns(spec.question_column).add_column(spec.question_column, questions)
     return out.add_column("shirg_uid", chosen_uids).add_column(QUESTION_FIELD, questions)
+
+
+def question_texts(values: Sequence[Any], task: str) -> list[str]:
+    """The questions as text, whatever the column holds: bytes are decoded as UTF-8 (invalid bytes replaced by
+    U+FFFD, never shown as Python's ``b'...'`` repr), None is empty. Replaced bytes and empty questions are each
+    counted in one warning per task: an empty question is still asked (selection then uses saliency alone)."""
+    texts, replaced, empty = [], 0, 0
+    for value in values:
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                value = bytes(value).decode("utf-8", errors="replace")
+                replaced += 1
+        text = "" if value is None else str(value)
+        empty += not text.strip()
+        texts.append(text)
+    if replaced:
+        log.warning(f"{task}: {replaced} of {len(texts)} questions are not valid UTF-8; decoded with U+FFFD in "
+                    "place of the invalid bytes (fix the data's encoding to ask them as written)")
+    if empty:
+        log.warning(f"{task}: {empty} of {len(texts)} questions are empty; the model is asked the instruction alone")
+    return texts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

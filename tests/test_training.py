@@ -358,7 +358,7 @@ def test_mismatched_adapter_errors(trained, tiny_checkpoint, tmp_path):
 
 # ------------------------------------------------------------------------------------------ a user's work is never lost
 def test_output_dir_with_a_run_refuses_a_fresh_start(tiny_checkpoint, tmp_path, capsys):
-    from shirg_eval.training.run_record import OutputDirError
+    from shirg_eval.training.run_record import WRITER_LOCK, OutputDirError
     from shirg_eval.training.trainer import main, train
 
     data = make_data(tmp_path / "data", n=4)
@@ -377,7 +377,8 @@ def test_output_dir_with_a_run_refuses_a_fresh_start(tiny_checkpoint, tmp_path, 
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0]
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
+    # Untouched: the run's files as they were; only the writer lock records the refused launch (its pid).
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != WRITER_LOCK} == before
     with pytest.raises(ConfigError, match="--overwrite and --resume auto contradict"):
         tiny_cfg(tiny_checkpoint, data, out, overwrite=True, resume="auto")
 

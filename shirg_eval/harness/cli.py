@@ -54,6 +54,27 @@ def unknown_model_message(name: str) -> str | None:
             "model lmms-eval knows")
 
 
+def model_args_error(model: str, model_args: str | dict | None) -> str | None:
+    """Why ``--model_args`` cannot build a SHIRG variant (None if they can, or the model is not ours).
+
+    Checked before lmms-eval builds the tasks and imports the model (25-40 s), with lmms-eval's own parser,
+    so a typo is reported in seconds; the model's constructor checks the same again.
+    """
+    from lmms_eval.utils import simple_parse_args_string
+
+    from .lmms_model import MODEL_CLASSES
+    from .model_args import parse_model_args
+
+    if model not in MODEL_CLASSES:
+        return None
+    raw = model_args if isinstance(model_args, dict) else simple_parse_args_string(model_args or "")
+    try:
+        parse_model_args(model, raw)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def _watch_failures(failures: list[str]) -> None:
     """Record why lmms-eval's per-config run failed; it only logs the error and carries on to exit 0."""
     import lmms_eval.__main__ as lmms_main
@@ -119,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = unknown_model_message(args.model)
         if unknown:
             print(f"lmms_eval: error: {unknown}", file=sys.stderr)
+            return 2
+        bad_args = model_args_error(args.model, args.model_args)
+        if bad_args:
+            print(f"lmms_eval: error: {bad_args}", file=sys.stderr)
             return 2
     if args.output_path and "SHIRG_JOURNAL_DIR" not in os.environ:
         # Answers are journaled beside the results, so rerunning an interrupted command resumes it.

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..run_lock import RunLock
 from .efficiency import EfficiencyRecord
 
 
@@ -25,7 +26,13 @@ def run_key(description: dict[str, Any]) -> str:
 
 
 class AnswerJournal:
-    def __init__(self, directory: str | Path, description: dict[str, Any]):
+    """The journal of one run folder and rank. Its writer holds an OS lock (``writer-rank<R>.lock``) for as long as
+    the process lives, so a second evaluation into the same folder is refused instead of answering every sample
+    twice; data-parallel ranks (and sweep shards, which write other folders) each hold their own."""
+
+    def __init__(self, directory: str | Path, description: dict[str, Any], rank: int = 0):
+        self.lock = RunLock(Path(directory) / f"writer-rank{rank}.lock", f"evaluation journal {directory}",
+                            "Wait for that evaluation to end or stop it, or pass another --output_path.").acquire()
         self.path = Path(directory) / f"answers-{run_key(description)}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict[str, Any]] = {}
@@ -61,6 +68,9 @@ class AnswerJournal:
             handle.flush()
             os.fsync(handle.fileno())
         self.entries[key] = entry
+
+    def close(self) -> None:
+        self.lock.release()
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -50,7 +50,8 @@ class ShirgLavidaLMM(lmms):
         self.picture_dir = os.environ.get("SHIRG_PICTURE_DIR")
         self._pictures_left = self.args.pictures if self.rank == 0 else 0
         journal_dir = self.args.journal or os.environ.get("SHIRG_JOURNAL_DIR")
-        self.journal = AnswerJournal(journal_dir, self._journal_description()) if journal_dir else None
+        self.journal = (AnswerJournal(journal_dir, self._journal_description(), rank=self.rank)
+                        if journal_dir else None)
 
     def _journal_description(self) -> dict[str, Any]:
         meta = {k: v for k, v in self.run_meta.items() if k not in ("device", "versions")}

@@ -7,6 +7,7 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -87,6 +88,8 @@ def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
         kind = _expected_type(str(valid[name].type))
         if kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # e.g. device=0 or a numeric path component
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)  # lmms-eval parses "-5" as a float (str.isnumeric() is False for a sign)
         ok = isinstance(value, _TYPES[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
         if not ok:
             raise ValueError(
@@ -102,4 +105,24 @@ def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
             raise ValueError(f"--model {variant}: model_args {name} must be >= 1, got {value}")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--model {variant}: alpha must be in [0, 1], got {args.alpha}")
+    if args.device is not None:
+        check_device(args.device, f"--model {variant}: model_args device={args.device}")
     return args
+
+
+def check_device(device: str, where: str) -> None:
+    """A CUDA device on a torch without CUDA (or without a visible GPU) is named with the fix, not asserted on."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{where}: not a torch device ({err}); use cpu, cuda or cuda:N") from None
+    if kind != "cuda" or torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        raise ValueError(f"{where}: this torch ({torch.__version__}) is built without CUDA. Use device=cpu, or "
+                         "install the CUDA build on a GPU machine (`make setup GPU=1`)")
+    raise ValueError(f"{where}: torch {torch.__version__} has CUDA but sees no GPU (CUDA_VISIBLE_DEVICES="
+                     f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r}). Use device=cpu, or run on a machine "
+                     "with a visible GPU")

@@ -360,6 +360,10 @@ def run_leaderboard(
     seed: int = 0,
 ) -> Leaderboard:
     """Everything the CLI does, callable (``shirg-sweep`` uses it). Raises :class:`LeaderboardError`."""
+    missing = [str(d) for d in dirs if not Path(d).exists()]
+    if missing:
+        raise LeaderboardError(f"{', '.join(missing)}: no such file or folder (give the --output_path of "
+                               "lmms_eval runs, or a sweep's output_root)")
     runs = load_task_runs(dirs)
     try:
         lb = build_leaderboard(runs, baseline, n_boot=n_boot, n_boot_cider=n_boot_cider, seed=seed)

@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from shirg_eval.report import sweep_safety as safety
 from shirg_eval.report.results import CELL_FILE, find_results_files
 
 MARKER = ".complete"
@@ -101,10 +102,17 @@ def _expand_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def load_sweep(path: str | Path, overrides: dict[str, str] | None = None) -> Sweep:
     """Parse a sweep YAML; ``overrides`` (from ``--model_args``) win over every cell's model_args."""
     spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level (tasks, output_root, cells, ...)")
     tasks = list(spec.get("tasks") or [])
     if not tasks:
         raise ValueError(f"{path}: 'tasks' is empty")
+    for task in tasks:
+        safety.check_name("task", task, str(path))
+    safety.check_limit(spec.get("limit"), str(path))
     defaults = (spec.get("defaults") or {}).get("model_args") or {}
+    safety.check_model_args(defaults, f"{path}: defaults")
+    safety.check_model_args(overrides or {}, "--model_args")
     raw_cells = list(spec.get("cells") or [])
     for entry in spec.get("grid") or []:
         raw_cells += _expand_grid(entry)
@@ -113,10 +121,19 @@ def load_sweep(path: str | Path, overrides: dict[str, str] | None = None) -> Swe
         unknown = set(c) - CELL_KEYS
         if unknown:
             raise ValueError(f"{path}: cell {c.get('name')!r} has unknown keys {sorted(unknown)}")
-        name = str(c.get("name") or c["model"])
+        name = safety.check_cell_name(str(c.get("name") or c.get("model")), str(path))
+        where = f"{path}: cell {name!r}"
         if name in seen:
             raise ValueError(f"{path}: duplicate cell name {name!r}")
         seen.add(name)
+        safety.check_name("model", c.get("model"), where)
+        safety.check_model_args(c.get("model_args") or {}, where)
+        if c.get("lora") is not None:
+            safety.check_value("lora", c["lora"], where)
+        for task in c.get("tasks") or []:
+            safety.check_name("task", task, where)
+        safety.check_limit(c.get("limit"), where)
+        safety.check_extra_args(c.get("extra_args") or [], where)
         args = {**defaults, **(c.get("model_args") or {}), **(overrides or {})}
         cells.append(
             Cell(
@@ -172,6 +189,17 @@ def write_cell_file(cell: Cell, out_dir: Path, sweep_name: str) -> None:
     (out_dir / CELL_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def cell_dir(sweep: Sweep, cell: Cell) -> Path:
+    """``<output_root>/<cell name>``, never anywhere else (names are checked at load; this guards code paths
+    that build a Cell by hand)."""
+    safety.check_cell_name(cell.name, f"sweep {sweep.name}")
+    root = sweep.output_root.resolve()
+    out = (root / cell.name).resolve()
+    if out.parent != root:
+        raise safety.SweepInputError(f"cell {cell.name!r} resolves to {out}, outside output_root {root}")
+    return sweep.output_root / cell.name
+
+
 def is_complete(cell: Cell, out_dir: Path) -> bool:
     return (out_dir / MARKER).exists() and set(cell.tasks) <= _covered(out_dir)
 
@@ -212,7 +240,7 @@ class Runner:
             print(text, flush=True)
 
     def run_cell(self, idx: int, cell: Cell, env_extra: dict[str, str] | None = None) -> None:
-        out_dir = self.sweep.output_root / cell.name
+        out_dir = cell_dir(self.sweep, cell)
         head = f"[{idx + 1}/{self.total}] {cell.name}"
         cmd = cell_command(cell, out_dir, self.base_cmd)
         if is_complete(cell, out_dir):
@@ -311,11 +339,16 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def parse_overrides(text: str | None) -> dict[str, str]:
+    """``k=v,k=v`` from ``shirg-sweep --model_args`` (checked like a cell's model_args in :func:`load_sweep`)."""
     out: dict[str, str] = {}
     for part in (text or "").split(","):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out[k.strip()] = v.strip()
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise safety.SweepInputError(f"--model_args: {part.strip()!r} is not key=value (values cannot hold "
+                                         "commas: lmms-eval splits --model_args on them)")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
     return out
 
 
@@ -345,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sweep = load_sweep(args.config, parse_overrides(args.model_args))
+    try:
+        sweep = load_sweep(args.config, parse_overrides(args.model_args))
+    except (OSError, ValueError, KeyError, yaml.YAMLError) as err:
+        # Refused before any cell runs or any folder is touched: one line naming the problem.
+        print(f"shirg-sweep: error: {err}", file=sys.stderr)
+        return 2
     if args.output_root:
         sweep.output_root = Path(args.output_root)
     if args.limit is not None:
@@ -360,10 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.dry_run:
         for k, c in indexed:
-            state = " (complete, would skip)" if is_complete(c, sweep.output_root / c.name) else ""
+            state = " (complete, would skip)" if is_complete(c, cell_dir(sweep, c)) else ""
             state += f" (controls {c.controls})" if c.controls else ""
             print(
-                f"[{k + 1}/{total}] {c.name}{state}: {shlex.join(cell_command(c, sweep.output_root / c.name, base_cmd))}"
+                f"[{k + 1}/{total}] {c.name}{state}: {shlex.join(cell_command(c, cell_dir(sweep, c), base_cmd))}"
             )
         return 0
 

@@ -163,13 +163,36 @@ def _trainer_step(adapter_dir: Path) -> int | None:
         return None
 
 
+SUPPORTED_PEFT_TYPES = ("LORA",)  # what train/lora.py writes, and what merge_and_unload folds into the base
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AdapterError(f"{path} is not valid JSON ({err}); the adapter folder is damaged: retrain or copy it "
+                           "again") from None
+    if not isinstance(value, dict):
+        raise AdapterError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_adapter_config(path: Path) -> None:
+    """PEFT would fail on an unknown ``peft_type`` with a bare KeyError: name the file and what is supported."""
+    peft_type = _read_json(path).get("peft_type")
+    if peft_type not in SUPPORTED_PEFT_TYPES:
+        raise AdapterError(f"{path}: peft_type {peft_type!r} is not supported; shirg-eval loads "
+                           f"{', '.join(SUPPORTED_PEFT_TYPES)} adapters (what train/lora.py writes)")
+
+
 def verify_adapter(adapter_dir: Path, model: nn.Module, variant: str | None,
                    allow_base_mismatch: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The adapter's metadata and, when allowed, how its base differs from ``model``'s (None: same base)."""
     missing = [n for n in (SHIRG_META, ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (adapter_dir / n).is_file()]
     if missing:
         raise AdapterError(f"adapter {adapter_dir} is incomplete: missing {', '.join(missing)}")
-    meta = json.loads((adapter_dir / SHIRG_META).read_text())
+    meta = _read_json(adapter_dir / SHIRG_META)
+    check_adapter_config(adapter_dir / ADAPTER_CONFIG)
     base = getattr(model, "checkpoint_path", None)
     if base is None:
         raise AdapterError("the model has no checkpoint_path; load it with LavidaModel.from_pretrained to verify "

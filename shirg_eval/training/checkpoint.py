@@ -34,18 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from .adapters import ADAPTER_WEIGHTS, LATEST, SHIRG_META, adapter_state_dict, write_adapter
+from .distributed import barrier
 
 STATE_FILE = "trainer_state.json"
 DS_TAG = "ds"
 _CKPT_RE = re.compile(r"checkpoint-(\d+)\Z")
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -151,7 +146,7 @@ def save_checkpoint(engine, peft_model, out_dir: str | Path, step: int, trainer_
         if tmp.exists():
             shutil.rmtree(tmp)  # leftover of a crashed save of this same step
         tmp.mkdir(parents=True)
-    _barrier()
+    barrier()
     # DeepSpeed writes the optimizer partitions of every rank; frozen base weights are left out.
     engine.save_checkpoint(str(tmp), tag=DS_TAG, client_state={"step": step}, save_latest=False,
                            exclude_frozen_parameters=True)
@@ -160,7 +155,7 @@ def save_checkpoint(engine, peft_model, out_dir: str | Path, step: int, trainer_
     if rank == 0:
         write_adapter(peft_model, state, tmp, meta)
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
-    _barrier()
+    barrier()
     if rank == 0:
         _fsync_dir(tmp)
         if final.exists():  # the same step saved before (e.g. re-run): move the old copy aside, then drop it
@@ -175,7 +170,7 @@ def save_checkpoint(engine, peft_model, out_dir: str | Path, step: int, trainer_
         pointer.write_text(final.name + "\n")
         os.replace(pointer, out / LATEST)  # atomic: readers see the old or the new name, never half
         _fsync_dir(out)
-    _barrier()
+    barrier()
     return final
 
 

@@ -18,6 +18,7 @@ import yaml
 # SigLIP encoder layers 0-3 q/k/v and both projector linears; names as in LavidaModel (PEFT fullmatches the regex).
 VISION_PROJECTOR_TARGETS = (r"vision_tower\.encoder\.layers\.[0-3]\.self_attn\.(q|k|v)_proj"
                             r"|mm_projector\.(0|2)")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LM_TARGETS = r"language_model\.model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 
 
@@ -116,9 +117,23 @@ class TrainConfig:
             if get_selector(selector).needs.lm_layers:
                 raise ConfigError(f"variant {self.variant!r} selects inside the LM prefill, which training does not "
                                   "run (it would train on every visual token); train a vision-side variant")
-        for name in ("micro_batch_size", "grad_accum", "epochs", "lora_r", "save_steps"):
+        for name in ("micro_batch_size", "grad_accum", "epochs", "lora_r", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "lora_alpha", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.num_workers < 0:
+            raise ConfigError(f"weight_decay and num_workers must be >= 0, got {self.weight_decay} and "
+                              f"{self.num_workers}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0 < self.mask_eps < 1:
+            raise ConfigError(f"mask_eps must be in (0, 1), got {self.mask_eps}")
+        if len(self.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.data.max_answer_tokens < 1:
+            raise ConfigError(f"data.max_answer_tokens must be >= 1, got {self.data.max_answer_tokens}")
         if self.lr_scheduler not in ("cosine", "linear", "constant"):
             raise ConfigError(f"lr_scheduler must be cosine, linear or constant, got {self.lr_scheduler!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -132,6 +147,39 @@ class TrainConfig:
             raise ConfigError(f"--overwrite and --resume {self.resume} contradict each other: --resume continues "
                               "the run in output_dir, --overwrite deletes it; pass one")
         self.resolved_dtype()
+
+
+    def check_paths(self) -> None:
+        """The launch's input paths exist (the trainer calls it before anything heavy starts; the data file is
+        read then too, by ``data.load_training_data``). Not part of :meth:`validate`, so that a configuration can
+        be checked on a machine without its data."""
+        if self.deepspeed and resolve_repo_path(self.deepspeed) is None:
+            raise ConfigError(f"deepspeed config {self.deepspeed} does not exist (configs/deepspeed/ has zero2.json, "
+                              "zero3.json)")
+        pretrained = self.pretrained
+        if pretrained.startswith((".", "/", "~")) and not Path(pretrained).expanduser().is_dir():
+            from ..model.config import CheckpointNotFoundError
+
+            raise CheckpointNotFoundError(pretrained, "no such directory", "--pretrained")
+        if self.resumes() and self.resume != "auto" and not Path(self.resume).exists():
+            raise ConfigError(f"resume {self.resume} does not exist (--resume alone continues output_dir's latest "
+                              "checkpoint)")
+
+
+def resolve_repo_path(path: str | Path) -> Path | None:
+    """``path`` as given, else relative to the repository (configs/... from any working directory), else None."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    in_repo = REPO_ROOT / candidate
+    if in_repo.is_file():
+        return in_repo
+    if candidate.parts[:1] == ("configs",):  # an installed package keeps configs/ as shirg_eval.configs
+        import shirg_eval.configs
+
+        packaged = Path(shirg_eval.configs.__file__).parent.joinpath(*candidate.parts[1:])
+        return packaged if packaged.is_file() else None
+    return None
 
 
 def _set_key(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..harness.question import QUESTION_FIELD
+from .config import ConfigError, DataConfig
 
 IMAGE_TOKEN = "<image>"
 
@@ -84,6 +85,20 @@ def parse_records(records: list[Any], image_folder: str | Path, stats: SkipStats
     return samples
 
 
+def load_training_data(data: DataConfig) -> ConversationDataset:
+    """Index the training data, turning a missing, unparsable or empty file into a :class:`ConfigError` (the
+    trainer does this before DeepSpeed starts, so a bad path is reported in seconds)."""
+    if not Path(data.json).is_file():
+        raise ConfigError(f"data.json {data.json} does not exist (a LLaVA-format conversation JSON)")
+    if data.image_folder and not Path(data.image_folder).is_dir():
+        raise ConfigError(f"data.image_folder {data.image_folder} does not exist (image paths in data.json are "
+                          "read relative to it)")
+    try:
+        return ConversationDataset(data.json, data.image_folder or None)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data.json: {err}") from err
+
+
 class ConversationDataset(torch.utils.data.Dataset):
     """Index of usable samples; ``__getitem__`` returns (sample, PIL image) or (sample, None) if undecodable."""
 
@@ -91,7 +106,10 @@ class ConversationDataset(torch.utils.data.Dataset):
         json_path = Path(json_path)
         if not json_path.is_file():
             raise FileNotFoundError(f"training data {json_path} does not exist")
-        records = json.loads(json_path.read_text())
+        try:
+            records = json.loads(json_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"training data {json_path} is not valid JSON: {err}") from None
         if not isinstance(records, list):
             raise ValueError(f"{json_path}: expected a JSON list of conversation records")
         self.stats = SkipStats()

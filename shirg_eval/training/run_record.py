@@ -19,6 +19,7 @@ from .adapters import LATEST, SHIRG_META, AdapterError, base_mismatch, describe_
 from .config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
+WRITER_LOCK = ".writer.lock"  # held (flock) by the launch that writes the folder: one writer per run
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+(\.tmp|\.old)?\Z")
 # Keys that change how a launch behaves, not what it trains: left out of the config hash.
 _NOT_HASHED = ("resume", "overwrite", "progress")

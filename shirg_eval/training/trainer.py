@@ -12,7 +12,6 @@ import json
 import math
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -25,55 +24,25 @@ from torch import nn
 
 from ..model.config import CheckpointNotFoundError
 from ..model.digest import weights_identity
+from ..run_lock import RunLock
 from .adapters import adapter_meta, apply_lora, count_parameters
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
-from .config import TrainConfig, fill_deepspeed_config
-from .data import ConversationDataset, ResumableOrder, SkipStats, micro_batches
+from .config import TrainConfig, fill_deepspeed_config, resolve_repo_path
+from .data import ResumableOrder, SkipStats, load_training_data, micro_batches
+from .distributed import all_reduce, barrier, check_stale_build_locks, setup_distributed
 from .loss import answer_stop_id, encode_sample, masked_diffusion_loss
-from .run_record import METRICS_FILE, MetricsLog, check_resume_base, prepare_output_dir, start_record
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .run_record import (
+    METRICS_FILE,
+    WRITER_LOCK,
+    MetricsLog,
+    check_resume_base,
+    prepare_output_dir,
+    start_record,
+)
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN/inf; nothing was saved for the failing step."""
-
-
-# ------------------------------------------------------------------------------------------ distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def setup_distributed() -> tuple[int, int, int]:
-    """(rank, world, local_rank). Without a launcher, single-process defaults (else DeepSpeed probes MPI)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
-    import deepspeed
-
-    if not dist.is_initialized():
-        # CPU: gloo (no oneCCL here); GPU: NCCL.
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    return dist.get_rank(), dist.get_world_size(), local_rank
-
-
-def _barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
 
 
 # ------------------------------------------------------------------------------------------ model glue
@@ -142,10 +111,8 @@ def _resolve_ds_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
                                "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
                                "train_batch_size": "auto", "gradient_clipping": "auto"}
     else:
-        path = Path(cfg.deepspeed)
-        if not path.is_file() and (REPO_ROOT / path).is_file():
-            path = REPO_ROOT / path
-        if not path.is_file():
+        path = resolve_repo_path(cfg.deepspeed)
+        if path is None:
             raise FileNotFoundError(f"DeepSpeed config {cfg.deepspeed} not found")
         raw = json.loads(path.read_text())
     ds = fill_deepspeed_config(raw, cfg, world)
@@ -167,6 +134,27 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
 
     ``return_model``: also return the trained PEFT model under ``"model"`` (tests compare it with the saved adapter).
     """
+    out = Path(cfg.output_dir)
+    # One writer per run folder: global rank 0 holds the lock for the whole launch (one lock per run, not per
+    # rank); if it is refused, it exits non-zero and the DeepSpeed launcher stops the other ranks.
+    lock = RunLock(out / WRITER_LOCK, f"output_dir {out}",
+                   "Wait for that run to end or stop it, or choose another --output_dir.")
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock.acquire()
+    try:
+        return _train(cfg, out, return_model)
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, out: Path, return_model: bool) -> dict[str, Any]:
+    # Before anything slow: refuse to train over an earlier run silently (every rank refuses alike), and read the
+    # data, so that a bad file is reported in seconds, before DeepSpeed starts and the model loads.
+    cfg.check_paths()
+    overwrote = prepare_output_dir(cfg, out, int(os.environ.get("RANK", "0")))
+    dataset = load_training_data(cfg.data)
+    check_stale_build_locks()
+
     import deepspeed
     from tqdm import tqdm
 
@@ -174,11 +162,8 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     from ..model.tiny import load_tokenizer
     from ..selection.presets import VisualPath
 
-    out = Path(cfg.output_dir)
-    # Before anything slow: refuse to train over an earlier run silently (every rank refuses alike).
-    overwrote = prepare_output_dir(cfg, out, int(os.environ.get("RANK", "0")))
     rank, world, local_rank = setup_distributed()
-    _barrier()  # rank 0 has deleted what --overwrite names before anyone writes
+    barrier()  # rank 0 has deleted what --overwrite names before anyone writes
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     dtype = cfg.resolved_dtype()
     random.seed(cfg.seed + rank)
@@ -207,7 +192,7 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
                f"[LoRA r={cfg.lora_r} on {targets}]")
     if rank == 0:
         weights_identity(model.checkpoint_path)  # hashed once (then cached) before the other ranks read it
-    _barrier()
+    barrier()
     meta = adapter_meta(cfg.variant, model.checkpoint_path, cfg.pretrained, targets, cfg.lora_r, cfg.lora_alpha,
                         cfg.lora_lm)
 
@@ -217,7 +202,6 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     module = DiffusionLossModule(peft_model, paths, tokenizer, cfg, answer_stop_id(tokenizer))
 
     # ---- data and schedule
-    dataset = ConversationDataset(cfg.data.json, cfg.data.image_folder or None)
     stats: SkipStats = dataset.stats
     order = ResumableOrder(len(dataset), cfg.micro_batch_size, rank, world, cfg.seed)
     total_steps = cfg.epochs * order.per_epoch // cfg.grad_accum
@@ -292,7 +276,7 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
                 path_name = "lavida_384"
             gen = torch.Generator().manual_seed(_seed_for(cfg.seed, m, rank))
             loss, info = engine(good, path_name, gen)
-            loss_sum, tokens_sum, bad = _all_reduce(
+            loss_sum, tokens_sum, bad = all_reduce(
                 [float(loss.detach()), info["tokens"], 0.0 if math.isfinite(float(loss.detach())) else 1.0], device)
             if bad or not math.isfinite(loss_sum):
                 raise TrainingDivergedError(
@@ -356,8 +340,10 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: ``--config YAML`` then ``--key value`` overrides; ``--local_rank=N`` from the launcher is accepted."""
     from ..model.config import CheckpointError
+    from ..run_lock import RunLockedError
     from .adapters import AdapterError
     from .config import ConfigError, load_config, parse_overrides
+    from .distributed import StaleBuildLockError
     from .run_record import OutputDirError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -382,7 +368,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         cfg = load_config(config_path, parse_overrides(rest))
         return train(cfg)
-    except (ConfigError, OutputDirError, CheckpointError, AdapterError) as err:
-        # Bad input, named with the fix: one line, no traceback.
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, OutputDirError, CheckpointError, AdapterError, RunLockedError, StaleBuildLockError) as err:
+        # Bad input, named with the fix: one line, no traceback, and once (rank 0) under the DeepSpeed launcher:
+        # every rank finds the same problem, and the launcher stops the others when one exits non-zero.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
