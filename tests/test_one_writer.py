@@ -170,3 +170,34 @@ def test_cpu_training_does_not_jit_build_the_shared_memory_op():
     import deepspeed.ops
 
     assert deepspeed.ops.__compatible_ops__[SHM_OP] is False
+
+
+def test_a_sweep_never_sets_aside_a_cell_that_another_sweep_is_running(tmp_path, capsys):
+    """Two shirg-sweep processes over one output root: the cell one of them runs is left alone by the other
+    (reported as not run, exit 1), the free cells run."""
+    import shlex
+
+    import yaml
+
+    from shirg_eval.report import sweep as sw
+
+    fake = tmp_path / "fake.py"
+    fake.write_text("import sys, pathlib\nargs = sys.argv[1:]\nout = pathlib.Path(args[args.index('--output_path') + 1])"
+                    "\nout.mkdir(parents=True, exist_ok=True)\n(out / 'ran').write_text('yes')\n")
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(yaml.safe_dump({"tasks": ["chartqa_200"], "output_root": str(tmp_path / "out"),
+                                   "cells": [{"name": "busy", "model": "lavida"}, {"name": "free", "model": "pool_k"}]}))
+    (tmp_path / "out" / "busy").mkdir(parents=True)
+    (tmp_path / "out" / "busy" / "partial_results.json").write_text("{}")  # the other sweep's cell in progress
+    holder = _holder(tmp_path / "out" / "busy" / sw.CELL_LOCK)
+    try:
+        rc = sw.main([str(cfg), "--lmms-eval-cmd", shlex.join([sys.executable, str(fake)]), "--no-leaderboard"])
+    finally:
+        _kill(holder)
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert f"busy ... not run: cell busy ({tmp_path / 'out' / 'busy'}): another process is writing there (pid " \
+           f"{holder.pid}" in out
+    assert (tmp_path / "out" / "busy" / "partial_results.json").exists()  # not moved into .previous/
+    assert not (tmp_path / "out" / "busy" / ".previous").exists() and not (tmp_path / "out" / "busy" / "ran").exists()
+    assert (tmp_path / "out" / "free" / "ran").exists()

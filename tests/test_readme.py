@@ -48,3 +48,19 @@ def test_readme_lists_every_model_arg():
     paragraph = paragraph[: paragraph.index("\n\n")]
     missing = [f.name for f in fields(ModelArgs) if f"`{f.name}`" not in paragraph]
     assert not missing, f"README's --model_args paragraph does not list: {missing}"
+
+
+def test_reliability_table_names_real_tests():
+    """Every test the README's reliability catalogue names exists, so the table cannot drift from the suite."""
+    text = README.read_text()
+    section = text[text.index("## Reliability"):]
+    named = re.findall(r"`(test_\w+\.py)::(\w+)`", section)
+    short = re.findall(r"`::(\w+)`", section)
+    assert len(named) >= 20 and short
+    tests_dir = README.parent / "tests"
+    sources = {name: (tests_dir / name).read_text() for name, _ in named}
+    for name, func in named:
+        assert f"def {func}(" in sources[name], f"{name}::{func} named in the README does not exist"
+    every = "".join(sources.values())
+    for func in short:
+        assert f"def {func}(" in every, f"::{func} named in the README does not exist"

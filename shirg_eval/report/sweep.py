@@ -46,8 +46,10 @@ import yaml
 
 from shirg_eval.report import sweep_safety as safety
 from shirg_eval.report.results import CELL_FILE, find_results_files
+from shirg_eval.run_lock import RunLock, RunLockedError
 
 MARKER = ".complete"
+CELL_LOCK = ".cell.lock"  # held by the sweep process that runs the cell
 CELL_KEYS = {"name", "model", "model_args", "lora", "tasks", "limit", "extra_args", "controls"}
 
 
@@ -240,7 +242,25 @@ class Runner:
             print(text, flush=True)
 
     def run_cell(self, idx: int, cell: Cell, env_extra: dict[str, str] | None = None) -> None:
+        """Run one cell, holding its folder's lock: a second sweep over the same output root (a rerun started
+        while this one runs) must not set aside or overwrite a cell in progress."""
         out_dir = cell_dir(self.sweep, cell)
+        lock = RunLock(out_dir / CELL_LOCK, f"cell {cell.name} ({out_dir})",
+                       "Another shirg-sweep is running this cell: wait for it, or give this one another "
+                       "--output-root.")
+        try:
+            lock.acquire()
+        except RunLockedError as err:
+            self.say(f"[{idx + 1}/{self.total}] {cell.name} ... not run: {err}")
+            with self.lock:
+                self.failed.append(cell.name)
+            return
+        try:
+            self._run_cell(idx, cell, out_dir, env_extra)
+        finally:
+            lock.release()
+
+    def _run_cell(self, idx: int, cell: Cell, out_dir: Path, env_extra: dict[str, str] | None) -> None:
         head = f"[{idx + 1}/{self.total}] {cell.name}"
         cmd = cell_command(cell, out_dir, self.base_cmd)
         if is_complete(cell, out_dir):
