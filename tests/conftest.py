@@ -57,6 +57,12 @@ def tolerance_for(device: str, dtype: str) -> Tolerance:
 
 
 def pytest_configure(config) -> None:
+    # The trainer refuses to start over an interrupted torch extension build's lock (training/build_locks.py):
+    # tests must not depend on what this machine's ~/.cache/torch_extensions holds.
+    if "TORCH_EXTENSIONS_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="shirg-test-torch-ext-")
     if TEST_DTYPE not in TOLERANCES:
         raise pytest.UsageError(f"SHIRG_TEST_DTYPE={TEST_DTYPE!r}: use one of {sorted(TOLERANCES)}")
     if TEST_DEVICE.startswith("cuda"):

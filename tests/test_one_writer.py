@@ -67,6 +67,20 @@ def test_lock_is_shared_within_one_process(tmp_path):
     second.release()
 
 
+def test_a_symlink_is_never_followed_or_overwritten(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".writer.lock").symlink_to(victim)
+    with pytest.raises(RunLockedError, match="is a symlink, not a lock file: remove it"):
+        RunLock(tmp_path / "run" / ".writer.lock", "run", "").acquire()
+    assert victim.read_text() == "precious"
+    (tmp_path / "dir.lock").mkdir()
+    with pytest.raises((RunLockedError, IsADirectoryError)):
+        RunLock(tmp_path / "dir.lock", "run", "").acquire()
+
+
+@pytest.mark.slow
 def test_second_training_into_the_same_output_dir_is_refused(tiny_checkpoint, tmp_path):
     """A real trainer holds its output_dir; a second real trainer started meanwhile exits 2 naming the first one's
     pid and start time, and writes nothing there."""
@@ -102,7 +116,8 @@ def test_second_evaluation_into_the_same_journal_is_refused(tmp_path):
     journal = tmp_path / ".shirg_journal"
     holder = _holder(journal / "writer-rank0.lock")
     try:
-        with pytest.raises(RunLockedError, match=rf"evaluation journal .*pid {holder.pid} .*another --output_path"):
+        with pytest.raises(RunLockedError, match=rf"evaluation journal .*pid {holder.pid} .*another --output_path "
+                                                 r"\(or journal= in --model_args\)"):
             AnswerJournal(journal, {"variant": "lavida"}, rank=0)
         other_rank = AnswerJournal(journal, {"variant": "lavida", "rank": 1}, rank=1)  # data-parallel shards
         other_rank.close()
@@ -134,7 +149,7 @@ def test_lmms_eval_into_a_folder_being_written_fails_with_the_message(tmp_path, 
 
 # ------------------------------------------------------------------------------------------ JIT build locks
 def test_interrupted_extension_build_lock_is_named(tmp_path):
-    from shirg_eval.training.distributed import (
+    from shirg_eval.training.build_locks import (
         StaleBuildLockError,
         check_stale_build_locks,
         stale_build_locks,
@@ -145,7 +160,10 @@ def test_interrupted_extension_build_lock_is_named(tmp_path):
     lock.parent.mkdir(parents=True)
     check_stale_build_locks(root)  # no lock: nothing to say
     lock.touch()  # what a build killed half-way leaves
-    with pytest.raises(StaleBuildLockError, match=rf"no process holds: {lock}\. .*Delete them \(rm {lock}\)"):
+    check_stale_build_locks(root)  # young: perhaps a build on another machine sharing the folder; a warning only
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with pytest.raises(StaleBuildLockError, match=rf"no process here holds: {lock}\. .*delete them \(rm {lock}\)"):
         check_stale_build_locks(root)
     # A build in progress keeps its lock open: not stale.
     builder = subprocess.Popen([sys.executable, "-c", f"f = open({str(lock)!r}); print('open', flush=True); "
@@ -201,3 +219,45 @@ def test_a_sweep_never_sets_aside_a_cell_that_another_sweep_is_running(tmp_path,
     assert (tmp_path / "out" / "busy" / "partial_results.json").exists()  # not moved into .previous/
     assert not (tmp_path / "out" / "busy" / ".previous").exists() and not (tmp_path / "out" / "busy" / "ran").exists()
     assert (tmp_path / "out" / "free" / "ran").exists()
+
+
+def test_a_killed_sweeps_running_cell_stays_locked_until_its_child_exits(tmp_path):
+    """kill -9 of shirg-sweep leaves its lmms_eval child running: the child holds the cell's lock too (the
+    inherited descriptor), so a rerun cannot set the running cell aside."""
+    import shlex
+
+    import yaml
+
+    from shirg_eval.report import sweep as sw
+
+    fake = tmp_path / "fake.py"
+    fake.write_text("import sys, pathlib, time\nargs = sys.argv[1:]\n"
+                    "out = pathlib.Path(args[args.index('--output_path') + 1])\n"
+                    "(out / 'child_started').write_text('yes')\ntime.sleep(600)\n")
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(yaml.safe_dump({"tasks": ["chartqa_200"], "output_root": str(tmp_path / "out"),
+                                   "cells": [{"name": "c", "model": "lavida"}]}))
+    sweep = subprocess.Popen([sys.executable, "-m", "shirg_eval.report.sweep", str(cfg), "--lmms-eval-cmd",
+                              shlex.join([sys.executable, str(fake)]), "--no-leaderboard"],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    started = tmp_path / "out" / "c" / "child_started"
+    try:
+        deadline = time.time() + 60
+        while not started.exists():
+            assert sweep.poll() is None and time.time() < deadline, "the cell's child never started"
+            time.sleep(0.05)
+        _kill(sweep)  # the child lives on
+        with pytest.raises(RunLockedError):
+            RunLock(tmp_path / "out" / "c" / sw.CELL_LOCK, "cell", "").acquire()
+    finally:
+        _kill(sweep)
+        os.killpg(sweep.pid, signal.SIGKILL)  # the orphaned child (same session)
+    deadline = time.time() + 30
+    while True:  # the child's descriptor closes when the kernel reaps it
+        try:
+            RunLock(tmp_path / "out" / "c" / sw.CELL_LOCK, "cell", "").acquire().release()
+            break
+        except RunLockedError:
+            assert time.time() < deadline, "the cell stayed locked after its child was killed"
+            time.sleep(0.1)

@@ -86,13 +86,50 @@ def test_defaults_tasks_models_and_extra_args_are_checked_too(tmp_path):
         ({"tasks": ["chartqa_200,docvqa_200"], "cells": [{"model": "lavida"}]}, r"task name 'chartqa_200,docvqa"),
         ({"cells": [{"model": "lavida,lora=/x"}]}, r"not a safe folder name|model name"),
         ({"cells": [{"name": "c", "model": "lavida", "tasks": ["a b"]}]}, r"cell 'c': task name 'a b'"),
-        ({"cells": [{"name": "c", "model": "lavida", "extra_args": ["--output_path=/tmp/elsewhere"]}]},
-         r"extra_args may not set --output_path"),
         ({"cells": [{"name": "c", "model": "lavida", "limit": -3}]}, r"limit must be a number > 0"),
+        ({"cells": [{"name": "a", "model": "lavida"}, {"name": "A", "model": "pool_k"}]},
+         r"duplicate cell name 'A' \(the folder of 'a' on a case-insensitive filesystem\)"),
+        ({"cells": [{"name": "Plots", "model": "lavida"}]}, r"where the sweep writes its leaderboard"),
+        ({"cells": [{"name": 10, "model": "lavida"}]}, r"cell name 10 is a int, not text: quote it"),
+        ({"cells": [{"name": True, "model": "lavida"}]}, r"cell name True is a bool, not text"),
+        ({"cells": [{"name": "c", "model": "lavida", "model_args": {"pretrained": "a\x00b"}}]}, r"contains '\\x00'"),
+        ({"cells": [{"name": "c", "model": "lavida", "model_args": {"pretrained": ".."}}]},
+         r"pretrained=\.\. would make lmms-eval write the results into '\.\.'"),
+        ({"cells": [{"name": "c", "model": "lavida", "lora": "/x/peft=.."}]}, r"peft=\.\. would make lmms-eval"),
+        ({"cells": [{"name": "c", "model": "lavida", "model_args": {"k": "\u00b2"}}]}, r"non-ASCII numeral"),
+        ({"cells": [{"name": "c", "model": "lavida", "model_args": {"pretrained": "/x "}}]}, r"surrounding spaces"),
+        ({"tasks": "chartqa_200", "cells": [{"model": "lavida"}]}, r"tasks must be a list"),
+        ({"tasks": ["my_task.yaml"], "cells": [{"model": "lavida"}]}, r"task name 'my_task.yaml' is not valid"),
+        ({"output_root": 123, "cells": [{"model": "lavida"}]}, r"output_root must be a path"),
+        ({"cells": [{"name": "c", "model": "lavida", "model_args": [1]}]}, r"model_args must be a mapping"),
+        ({"cells": [{"name": "c", "model": "lavida", "extra_args": "--seed"}]}, r"extra_args must be a list"),
+        ({"cells": [{"name": "c"}]}, r"cell 'c' has no model"),
+        ({"grid": [{"name": "x{kk}", "model": "lavida", "k": [1]}]}, r"name template 'x\{kk\}' .* fields: \['k'\]"),
+        ({"grid": [{"name": "x{0}", "model": "lavida", "k": [1]}]}, r"name template 'x\{0\}'"),
     ]
+    # argparse takes any unambiguous prefix of a flag: only whole names from the allow list pass.
+    for flag in ("--output_path=/tmp/elsewhere", "--output", "--lim", "--model_a", "--task", "--config", "-c",
+                 "--use_cache", "--include_path", "--hf_hub_log_args", "--wandb_args", "--see"):
+        cases.append(({"cells": [{"name": "c", "model": "lavida", "extra_args": [flag, "x"]}]},
+                      rf"extra_args may not pass {flag.split('=')[0]}; allowed:"))
     for spec, message in cases:
         with pytest.raises(SweepInputError, match=message):
             sw.load_sweep(_write(tmp_path, spec))
+
+
+def test_allowed_extra_args_pass_through(tmp_path):
+    cfg = _write(tmp_path, {"cells": [{"name": "c", "model": "lavida",
+                                       "extra_args": ["--seed", "-3", "--gen_kwargs=temperature=0", "--verbosity",
+                                                      "DEBUG"]}]})
+    cell = sw.load_sweep(cfg).cells[0]
+    assert sw.cell_command(cell, tmp_path / "out" / "c", ["lmms_eval"])[-5:] == cell.extra_args
+
+
+def test_command_line_limit_is_checked(tmp_path, capsys):
+    cfg = _write(tmp_path, {"cells": [{"name": "c", "model": "lavida"}]})
+    assert _run(tmp_path, cfg, "--limit", "-1") == 2 and "limit must be a number > 0" in capsys.readouterr().err
+    assert _run(tmp_path, cfg, "--limit", "3", "--dry-run") == 0 and "--limit 3" in capsys.readouterr().out
+    assert _run(tmp_path, cfg, "--limit", "0.5", "--dry-run") == 0 and "--limit 0.5" in capsys.readouterr().out
 
 
 def test_command_line_model_args_are_checked(tmp_path, capsys):
@@ -111,17 +148,33 @@ def test_a_hand_built_cell_cannot_leave_the_output_root(tmp_path):
         sw.cell_dir(sweep, sw.Cell(name="../x", model="lavida", model_args={}, tasks=["chartqa_200"]))
 
 
-VALUES = st.one_of(st.text(max_size=12), st.integers(-5, 5000), st.booleans(), st.floats(allow_nan=False,
-                                                                                          allow_infinity=False))
+# Arbitrary text, mixed with text built from the dangerous pieces, so that both branches (refused, and run) are
+# exercised often: about half the examples pass the checks and run.
+PIECES = st.sampled_from(["..", ".", "/", ",", "=", "'", '"', "{", "}", "[", "]", "\n", "\x00", " ", "\u00b2", "a",
+                          "k", "0", "-", "_", "pretrained=", "peft=", "lora=/etc", "~", "\u00e9"])
+TEXT = st.one_of(st.text(max_size=12), st.lists(PIECES, max_size=6).map("".join),
+                 st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,10}", fullmatch=True))
+NAMES = st.one_of(TEXT, st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True))
+KEYS = st.one_of(st.text(min_size=1, max_size=8), st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True),
+                 st.sampled_from(["pretrained", "lora", "k", "path", "model"]))
+VALUES = st.one_of(TEXT, st.integers(-5, 5000), st.booleans(), st.floats(allow_nan=False, allow_infinity=False))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.text(max_size=20), key=st.text(min_size=1, max_size=8), value=VALUES,
-       lora=st.one_of(st.none(), st.text(max_size=12)))
+def _results_folder(output_path: Path, model_args: str) -> Path:
+    """Where lmms-eval 0.7.3's EvaluationTracker puts results.json and the samples: its own functions, called."""
+    from lmms_eval.loggers.evaluation_tracker import GeneralConfigTracker
+    from lmms_eval.utils import sanitize_model_name
+
+    return output_path / sanitize_model_name(GeneralConfigTracker._get_model_name(model_args))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, key=KEYS, value=VALUES, lora=st.one_of(st.none(), TEXT))
 def test_any_name_and_value_is_refused_or_stays_inside_the_output_root(name, key, value, lora):
     """For any cell name, model_args key/value and lora path: the sweep refuses before writing anything, or every
-    file it (and the cell's lmms_eval) writes is inside <output_root>/<name>, and lmms-eval's own parser reads
-    back exactly the arguments the cell declared (nothing injected, nothing swallowed)."""
+    file it (and the cell's lmms_eval) writes is inside <output_root>/<name>, lmms-eval would put its results there
+    too, and lmms-eval's own parser reads back exactly the arguments the cell declared (nothing injected, nothing
+    swallowed)."""
     from lmms_eval.utils import handle_arg_string, simple_parse_args_string
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,12 +192,17 @@ def test_any_name_and_value_is_refused_or_stays_inside_the_output_root(name, key
         if rc == 2:
             assert new == set(), f"refused, but wrote {sorted(new)}"
             return
-        out = (root / "out").resolve()
-        for rel in new:
+        name = name or "shirg_fixed"  # an empty name falls back to the model's
+        cell_folder = (root / "out" / name).resolve()
+        for rel in new - {"out"}:
             path = (root / rel).resolve()
-            assert path == out or out in path.parents, f"{path} is outside {out}"
+            assert path == cell_folder or cell_folder in path.parents, f"{path} is outside {cell_folder}"
         argv = json.loads((root / "out" / name / "argv.json").read_text())
-        parsed = simple_parse_args_string(argv[argv.index("--model_args") + 1])
-        declared = {key: value, **({"lora": lora} if lora is not None else {})}
-        expected = {k: handle_arg_string(sw._fmt_value(v)) for k, v in declared.items() if v is not None}
+        output_path = Path(argv[argv.index("--output_path") + 1]).resolve()
+        model_args = argv[argv.index("--model_args") + 1]
+        results = _results_folder(output_path, model_args).resolve()
+        assert results == cell_folder or cell_folder in results.parents, f"lmms-eval would write {results}"
+        parsed = simple_parse_args_string(model_args)
+        declared = {key: value, **({"lora": lora} if lora else {})}  # an empty lora is no adapter
+        expected = {k: handle_arg_string(sw.fmt_value(v)) for k, v in declared.items() if v is not None}
         assert parsed == expected

@@ -67,7 +67,11 @@ def model_args_error(model: str, model_args: str | dict | None) -> str | None:
 
     if model not in MODEL_CLASSES:
         return None
-    raw = model_args if isinstance(model_args, dict) else simple_parse_args_string(model_args or "")
+    try:
+        raw = model_args if isinstance(model_args, dict) else simple_parse_args_string(model_args or "")
+    except (ValueError, IndexError) as err:  # e.g. "k=144,/etc" (no '='), or "k=²" (isnumeric, not int)
+        return (f"--model {model}: --model_args {model_args!r} is not key=value,... with plain values "
+                f"({type(err).__name__}: {err})")
     try:
         parse_model_args(model, raw)
     except ValueError as err:
@@ -148,6 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_path and "SHIRG_JOURNAL_DIR" not in os.environ:
         # Answers are journaled beside the results, so rerunning an interrupted command resumes it.
         os.environ["SHIRG_JOURNAL_DIR"] = str(Path(args.output_path) / ".shirg_journal")
+    if not listing and os.environ.get("SHIRG_JOURNAL_DIR"):
+        # One writer per output folder and rank, checked before lmms-eval builds tasks or loads the model (the
+        # model takes the same lock again, shared within this process).
+        from shirg_eval.run_lock import RunLockedError
+
+        from .journal import AnswerJournal
+
+        try:
+            AnswerJournal.writer_lock(os.environ["SHIRG_JOURNAL_DIR"], int(os.environ.get("RANK", "0")))
+        except RunLockedError as err:
+            print(f"lmms_eval: error: {err}", file=sys.stderr)
+            return 2
     if args.output_path and "SHIRG_PICTURE_DIR" not in os.environ:
         os.environ["SHIRG_PICTURE_DIR"] = str(Path(args.output_path))
 

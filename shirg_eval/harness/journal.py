@@ -31,8 +31,7 @@ class AnswerJournal:
     twice; data-parallel ranks (and sweep shards, which write other folders) each hold their own."""
 
     def __init__(self, directory: str | Path, description: dict[str, Any], rank: int = 0):
-        self.lock = RunLock(Path(directory) / f"writer-rank{rank}.lock", f"evaluation journal {directory}",
-                            "Wait for that evaluation to end or stop it, or pass another --output_path.").acquire()
+        self.lock = self.writer_lock(directory, rank)
         self.path = Path(directory) / f"answers-{run_key(description)}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict[str, Any]] = {}
@@ -46,6 +45,14 @@ class AnswerJournal:
         if not self.path.exists():
             self.path.write_text("")
             (self.path.parent / f"{self.path.stem}.json").write_text(json.dumps(description, indent=2, default=str))
+
+    @staticmethod
+    def writer_lock(directory: str | Path, rank: int = 0) -> RunLock:
+        """Take (or share, within this process) the folder's writer lock for ``rank``; refused while another
+        process holds it. Callers take it as early as they can, before loading a model."""
+        return RunLock(Path(directory) / f"writer-rank{rank}.lock", f"evaluation journal {directory}",
+                       "Wait for that evaluation to end or stop it, or pass another --output_path (or journal= in "
+                       "--model_args).").acquire()
 
     @staticmethod
     def sample_key(task: str, split: str, doc_key: str, gen: dict[str, Any]) -> str:

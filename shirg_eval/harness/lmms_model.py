@@ -34,6 +34,9 @@ class ShirgLavidaLMM(lmms):
         super().__init__()
         self.args = parse_model_args(self.variant, raw_args)
         self._setup_distributed()
+        journal_dir = self.args.journal or os.environ.get("SHIRG_JOURNAL_DIR")
+        # One writer per output folder and rank, refused before the model loads (minutes, and GPU memory).
+        self._writer_lock = AnswerJournal.writer_lock(journal_dir, self.rank) if journal_dir else None
         try:
             self.pipeline = ShirgPipeline(
                 self.args.pretrained, self.variant, lora=self.args.lora,
@@ -49,7 +52,6 @@ class ShirgLavidaLMM(lmms):
         self._warm_tasks: set[str] = set()  # tasks whose first (warm-up) sample has run in this process
         self.picture_dir = os.environ.get("SHIRG_PICTURE_DIR")
         self._pictures_left = self.args.pictures if self.rank == 0 else 0
-        journal_dir = self.args.journal or os.environ.get("SHIRG_JOURNAL_DIR")
         self.journal = (AnswerJournal(journal_dir, self._journal_description(), rank=self.rank)
                         if journal_dir else None)
 

@@ -1,35 +1,18 @@
 """``shirg-sweep``: run a YAML grid of lmms-eval cells, resumably, then build the leaderboard.
 
-Sweep YAML::
-
-    name: roadmap                      # optional
-    tasks: [chartqa_200, docvqa_200]
-    limit: null                        # or an int (passed as --limit)
-    output_root: runs/roadmap          # each cell writes to <output_root>/<cell name>
-    baseline: lavida                   # VARIANT[@LORA] for the final leaderboard (optional)
-    defaults: {model_args: {...}}      # merged under every cell's model_args
-    cells:
-      - {name: shirg_fixed, model: shirg_fixed, model_args: {k: 768}, lora: null}
-      - {name: pool_k, model: pool_k, model_args: {k: 912}, controls: shirg_fixed}
-    grid:                              # optional shorthand: one cell per combination of the list values
-      - {name: "shirg_fixed_k{k}", model: shirg_fixed, model_args: {coverage: true}, k: [512, 768, 1024]}
-
-``controls: CELL`` declares the cell a control of another cell of the same sweep: it must feed the LM the same
-number of visual tokens (tests/test_sweep_budgets.py checks the shipped sweeps on a real image), and the
-leaderboard lists each control beside its reference with the token ratio and a "matched" mark only when the
-two rows' mean token counts are equal. In a ``grid`` entry ``controls`` may name the budget like ``name`` does
-(``controls: "shirg_fixed_k{k}"``). Every cell folder gets a ``cell.json`` ({cell, model, model_args,
-lora, controls, sweep}) that the leaderboard reads.
+The YAML format and its checks: ``sweep_config`` (and ``sweep_safety``). Every cell folder gets a ``cell.json``
+({cell, model, model_args, lora, controls, sweep}) that the leaderboard reads.
 
 A cell is complete when its folder holds a ``.complete`` marker (written after a successful run) and a
 results.json covering all its tasks; complete cells are skipped, so an interrupted sweep resumes where it
-stopped. A failed cell is reported and the sweep goes on; the exit status is nonzero if any cell failed.
+stopped. A failed cell is reported and the sweep goes on; the exit status is nonzero if any cell failed. While a
+cell runs, its folder's lock is held by the sweep and by its lmms_eval child, so a second sweep over the same
+output root leaves it alone, even if the first sweep was killed and its child still runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shlex
@@ -38,149 +21,29 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from shirg_eval.report import sweep_safety as safety
 from shirg_eval.report.results import CELL_FILE, find_results_files
+from shirg_eval.report.sweep_config import (  # noqa: F401 - re-exported: the sweep API in one import
+    Cell,
+    Sweep,
+    cell_command,
+    fmt_value,
+    load_sweep,
+    parse_overrides,
+)
 from shirg_eval.run_lock import RunLock, RunLockedError
 
 MARKER = ".complete"
 CELL_LOCK = ".cell.lock"  # held by the sweep process that runs the cell
-CELL_KEYS = {"name", "model", "model_args", "lora", "tasks", "limit", "extra_args", "controls"}
-
-
-@dataclass
-class Cell:
-    name: str
-    model: str
-    model_args: dict[str, Any]
-    tasks: list[str]
-    limit: int | None = None
-    lora: str | None = None
-    extra_args: list[str] = field(default_factory=list)
-    controls: str | None = None  # name of the cell this one is a same-budget control of
-
-
-@dataclass
-class Sweep:
-    tasks: list[str]
-    output_root: Path
-    cells: list[Cell]
-    limit: int | None = None
-    baseline: str | None = None
-    name: str = "sweep"
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def _expand_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """``{model, name?, model_args?, k: [..], ...}``: list-valued extra keys are crossed into model_args."""
-    axes = {k: v for k, v in entry.items() if k not in CELL_KEYS}
-    names, values = list(axes), [v if isinstance(v, list) else [v] for v in axes.values()]
-    out = []
-    for combo in itertools.product(*values):
-        params = dict(zip(names, combo, strict=True))
-        cell = {k: v for k, v in entry.items() if k in CELL_KEYS}
-        cell["model_args"] = {**(entry.get("model_args") or {}), **params}
-        template = entry.get("name") or (
-            entry["model"] + "".join(f"_{k}{_fmt_value(v)}" for k, v in params.items())
-        )
-        fields = {k: _fmt_value(v) for k, v in params.items()}
-        cell["name"] = template.format(**fields)
-        if entry.get("controls") is not None:  # e.g. "shirg_fixed_k{k}": the same-budget reference of each cell
-            cell["controls"] = str(entry["controls"]).format(**fields)
-        out.append(cell)
-    return out
-
-
-def load_sweep(path: str | Path, overrides: dict[str, str] | None = None) -> Sweep:
-    """Parse a sweep YAML; ``overrides`` (from ``--model_args``) win over every cell's model_args."""
-    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level (tasks, output_root, cells, ...)")
-    tasks = list(spec.get("tasks") or [])
-    if not tasks:
-        raise ValueError(f"{path}: 'tasks' is empty")
-    for task in tasks:
-        safety.check_name("task", task, str(path))
-    safety.check_limit(spec.get("limit"), str(path))
-    defaults = (spec.get("defaults") or {}).get("model_args") or {}
-    safety.check_model_args(defaults, f"{path}: defaults")
-    safety.check_model_args(overrides or {}, "--model_args")
-    raw_cells = list(spec.get("cells") or [])
-    for entry in spec.get("grid") or []:
-        raw_cells += _expand_grid(entry)
-    cells, seen = [], set()
-    for c in raw_cells:
-        unknown = set(c) - CELL_KEYS
-        if unknown:
-            raise ValueError(f"{path}: cell {c.get('name')!r} has unknown keys {sorted(unknown)}")
-        name = safety.check_cell_name(str(c.get("name") or c.get("model")), str(path))
-        where = f"{path}: cell {name!r}"
-        if name in seen:
-            raise ValueError(f"{path}: duplicate cell name {name!r}")
-        seen.add(name)
-        safety.check_name("model", c.get("model"), where)
-        safety.check_model_args(c.get("model_args") or {}, where)
-        if c.get("lora") is not None:
-            safety.check_value("lora", c["lora"], where)
-        for task in c.get("tasks") or []:
-            safety.check_name("task", task, where)
-        safety.check_limit(c.get("limit"), where)
-        safety.check_extra_args(c.get("extra_args") or [], where)
-        args = {**defaults, **(c.get("model_args") or {}), **(overrides or {})}
-        cells.append(
-            Cell(
-                name=name,
-                model=str(c["model"]),
-                model_args={k: v for k, v in args.items() if v is not None},
-                tasks=list(c.get("tasks") or tasks),
-                limit=c.get("limit", spec.get("limit")),
-                lora=c.get("lora"),
-                extra_args=[str(a) for a in c.get("extra_args") or []],
-                controls=None if c.get("controls") is None else str(c["controls"]),
-            )
-        )
-    for cell in cells:
-        if cell.controls is not None and (cell.controls == cell.name or cell.controls not in seen):
-            raise ValueError(
-                f"{path}: cell {cell.name!r} controls {cell.controls!r}, which is not another cell of this sweep; "
-                f"cells: {', '.join(c.name for c in cells)}"
-            )
-    return Sweep(
-        tasks=tasks,
-        output_root=Path(spec.get("output_root") or f"runs/{Path(path).stem}"),
-        cells=cells,
-        limit=spec.get("limit"),
-        baseline=spec.get("baseline"),
-        name=str(spec.get("name") or Path(path).stem),
-    )
 
 
 def default_lmms_eval_cmd() -> list[str]:
     script = Path(sys.executable).with_name("lmms_eval")
     return [str(script)] if script.exists() else [sys.executable, "-m", "shirg_eval.harness.cli"]
-
-
-def cell_command(cell: Cell, out_dir: Path, base_cmd: Sequence[str]) -> list[str]:
-    args = dict(cell.model_args)
-    if cell.lora:
-        args["lora"] = cell.lora
-    cmd = [*base_cmd, "--model", cell.model]
-    if args:
-        cmd += ["--model_args", ",".join(f"{k}={_fmt_value(v)}" for k, v in args.items())]
-    cmd += ["--tasks", ",".join(cell.tasks), "--output_path", str(out_dir), "--log_samples"]
-    if cell.limit is not None:
-        cmd += ["--limit", str(cell.limit)]
-    return cmd + cell.extra_args
 
 
 def write_cell_file(cell: Cell, out_dir: Path, sweep_name: str) -> None:
@@ -233,6 +96,7 @@ class Runner:
     def __init__(self, sweep: Sweep, base_cmd: Sequence[str], total: int, verbose: bool = False) -> None:
         self.sweep, self.base_cmd, self.total, self.verbose = sweep, list(base_cmd), total, verbose
         self.failed: list[str] = []
+        self.busy: list[str] = []  # cells another sweep is running
         self.lock = threading.Lock()
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.stop = threading.Event()
@@ -254,13 +118,15 @@ class Runner:
             self.say(f"[{idx + 1}/{self.total}] {cell.name} ... not run: {err}")
             with self.lock:
                 self.failed.append(cell.name)
+                self.busy.append(cell.name)
             return
         try:
-            self._run_cell(idx, cell, out_dir, env_extra)
+            self._run_cell(idx, cell, out_dir, env_extra, lock)
         finally:
             lock.release()
 
-    def _run_cell(self, idx: int, cell: Cell, out_dir: Path, env_extra: dict[str, str] | None) -> None:
+    def _run_cell(self, idx: int, cell: Cell, out_dir: Path, env_extra: dict[str, str] | None,
+                  lock: RunLock) -> None:
         head = f"[{idx + 1}/{self.total}] {cell.name}"
         cmd = cell_command(cell, out_dir, self.base_cmd)
         if is_complete(cell, out_dir):
@@ -280,12 +146,21 @@ class Runner:
         t0 = time.monotonic()
         log_path = out_dir / "lmms_eval.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=None if self.verbose else log,
-                stderr=subprocess.STDOUT if not self.verbose else None,
-                env=env,
-            )
+            try:
+                # The child inherits the locked descriptor: the cell stays locked while it runs, even if this
+                # sweep is killed first.
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=None if self.verbose else log,
+                    stderr=subprocess.STDOUT if not self.verbose else None,
+                    env=env,
+                    pass_fds=(lock.fileno(),),
+                )
+            except (OSError, ValueError) as err:  # e.g. the command is missing, or an argument list too long
+                self.say(f"{head} ... FAILED to start: {type(err).__name__}: {err}")
+                with self.lock:
+                    self.failed.append(cell.name)
+                return
             with self.lock:
                 self.procs.add(proc)
             try:
@@ -358,20 +233,6 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + ln for ln in text[-lines:])
 
 
-def parse_overrides(text: str | None) -> dict[str, str]:
-    """``k=v,k=v`` from ``shirg-sweep --model_args`` (checked like a cell's model_args in :func:`load_sweep`)."""
-    out: dict[str, str] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise safety.SweepInputError(f"--model_args: {part.strip()!r} is not key=value (values cannot hold "
-                                         "commas: lmms-eval splits --model_args on them)")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shirg-sweep", description=__doc__.splitlines()[0])
     p.add_argument("config", help="sweep YAML (configs/sweeps/*.yaml)")
@@ -382,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="model_args",
         help="k=v,... applied to every cell (e.g. pretrained=/path/to/tiny)",
     )
-    p.add_argument("--limit", type=int, help="override the YAML's limit")
+    p.add_argument("--limit", type=float, help="override the YAML's limit (documents, or a fraction below 1)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--shard", type=parse_shard, help="i/n: run cells i, i+n, i+2n, ... (0-based)")
     group.add_argument("--gpus", help="0,1,...: one worker per GPU (CUDA_VISIBLE_DEVICES), cells round-robin")
@@ -407,8 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output_root:
         sweep.output_root = Path(args.output_root)
     if args.limit is not None:
+        try:
+            safety.check_limit(args.limit, "--limit")
+        except ValueError as err:
+            print(f"shirg-sweep: error: {err}", file=sys.stderr)
+            return 2
+        limit = int(args.limit) if args.limit.is_integer() else args.limit
         for c in sweep.cells:
-            c.limit = args.limit
+            c.limit = limit
     base_cmd = shlex.split(args.lmms_eval_cmd) if args.lmms_eval_cmd else default_lmms_eval_cmd()
     indexed = list(enumerate(sweep.cells))
     if args.shard:
@@ -464,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         status = 1
     if args.no_leaderboard or args.shard:
+        return status
+    if runner.busy:  # another sweep is writing this root: its leaderboard is its own to build
+        print(f"shirg-sweep: leaderboard not built: another sweep is running {', '.join(runner.busy)}",
+              file=sys.stderr)
         return status
     from shirg_eval.report.leaderboard import LeaderboardError, run_leaderboard
 

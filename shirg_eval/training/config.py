@@ -18,8 +18,8 @@ import yaml
 # SigLIP encoder layers 0-3 q/k/v and both projector linears; names as in LavidaModel (PEFT fullmatches the regex).
 VISION_PROJECTOR_TARGETS = (r"vision_tower\.encoder\.layers\.[0-3]\.self_attn\.(q|k|v)_proj"
                             r"|mm_projector\.(0|2)")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LM_TARGETS = r"language_model\.model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ConfigError(ValueError):
@@ -120,12 +120,12 @@ class TrainConfig:
         for name in ("micro_batch_size", "grad_accum", "epochs", "lora_r", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "lora_alpha", "max_grad_norm"):
+        for name in ("lr", "lora_alpha"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.num_workers < 0:
-            raise ConfigError(f"weight_decay and num_workers must be >= 0, got {self.weight_decay} and "
-                              f"{self.num_workers}")
+        for name in ("weight_decay", "num_workers", "max_grad_norm"):  # max_grad_norm 0: DeepSpeed does not clip
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not 0 < self.mask_eps < 1:
@@ -147,7 +147,6 @@ class TrainConfig:
             raise ConfigError(f"--overwrite and --resume {self.resume} contradict each other: --resume continues "
                               "the run in output_dir, --overwrite deletes it; pass one")
         self.resolved_dtype()
-
 
     def check_paths(self) -> None:
         """The launch's input paths exist (the trainer calls it before anything heavy starts; the data file is

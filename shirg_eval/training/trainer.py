@@ -26,10 +26,11 @@ from ..model.config import CheckpointNotFoundError
 from ..model.digest import weights_identity
 from ..run_lock import RunLock
 from .adapters import adapter_meta, apply_lora, count_parameters
+from .build_locks import check_stale_build_locks
 from .checkpoint import find_latest, load_checkpoint, save_checkpoint
 from .config import TrainConfig, fill_deepspeed_config, resolve_repo_path
-from .data import ResumableOrder, SkipStats, load_training_data, micro_batches
-from .distributed import all_reduce, barrier, check_stale_build_locks, setup_distributed
+from .data import ConversationDataset, ResumableOrder, SkipStats, load_training_data, micro_batches
+from .distributed import all_reduce, barrier, setup_distributed
 from .loss import answer_stop_id, encode_sample, masked_diffusion_loss
 from .run_record import (
     METRICS_FILE,
@@ -135,25 +136,29 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     ``return_model``: also return the trained PEFT model under ``"model"`` (tests compare it with the saved adapter).
     """
     out = Path(cfg.output_dir)
+    launch_rank = int(os.environ.get("RANK", "0"))  # the launcher's; setup_distributed sets it without one
+    # Before anything slow or any write: the inputs exist and the data parses (every rank reads them alike), so a
+    # bad path or file is reported in seconds, before DeepSpeed starts and the model loads.
+    cfg.check_paths()
+    dataset = load_training_data(cfg.data)
+    check_stale_build_locks()
     # One writer per run folder: global rank 0 holds the lock for the whole launch (one lock per run, not per
-    # rank); if it is refused, it exits non-zero and the DeepSpeed launcher stops the other ranks.
+    # rank); if it is refused, it exits non-zero and the DeepSpeed launcher stops the other ranks. It is taken
+    # before prepare_output_dir, so --overwrite never deletes the files of a run that is still writing.
     lock = RunLock(out / WRITER_LOCK, f"output_dir {out}",
                    "Wait for that run to end or stop it, or choose another --output_dir.")
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank == 0:
         lock.acquire()
     try:
-        return _train(cfg, out, return_model)
+        return _train(cfg, out, dataset, launch_rank, return_model)
     finally:
         lock.release()
 
 
-def _train(cfg: TrainConfig, out: Path, return_model: bool) -> dict[str, Any]:
-    # Before anything slow: refuse to train over an earlier run silently (every rank refuses alike), and read the
-    # data, so that a bad file is reported in seconds, before DeepSpeed starts and the model loads.
-    cfg.check_paths()
-    overwrote = prepare_output_dir(cfg, out, int(os.environ.get("RANK", "0")))
-    dataset = load_training_data(cfg.data)
-    check_stale_build_locks()
+def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_rank: int,
+           return_model: bool) -> dict[str, Any]:
+    # Refuse to train over an earlier run silently (every rank refuses alike).
+    overwrote = prepare_output_dir(cfg, out, launch_rank)
 
     import deepspeed
     from tqdm import tqdm
@@ -342,8 +347,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ..model.config import CheckpointError
     from ..run_lock import RunLockedError
     from .adapters import AdapterError
+    from .build_locks import StaleBuildLockError
     from .config import ConfigError, load_config, parse_overrides
-    from .distributed import StaleBuildLockError
     from .run_record import OutputDirError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -369,8 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = load_config(config_path, parse_overrides(rest))
         return train(cfg)
     except (ConfigError, OutputDirError, CheckpointError, AdapterError, RunLockedError, StaleBuildLockError) as err:
-        # Bad input, named with the fix: one line, no traceback, and once (rank 0) under the DeepSpeed launcher:
-        # every rank finds the same problem, and the launcher stops the others when one exits non-zero.
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {err}", file=sys.stderr)
+        # Bad input, named with the fix: one line, no traceback, and once per machine under the DeepSpeed
+        # launcher (every rank finds the same problem; the launcher stops the others when one exits non-zero).
+        # Each node's first rank prints too, since a node-local path can be missing on one node only.
+        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        if rank == 0 or local_rank == 0:
+            print(f"error: {err}" if rank == 0 else f"error: [rank {rank}] {err}", file=sys.stderr)
         raise SystemExit(2) from err
