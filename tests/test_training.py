@@ -373,7 +373,7 @@ def test_output_dir_with_a_run_refuses_a_fresh_start(tiny_checkpoint, tmp_path, 
         train(tiny_cfg(tiny_checkpoint, data, out, max_steps=1))
     with pytest.raises(SystemExit) as exc:  # the CLI: one line naming the fix, exit status 2
         main(["--config", str(TINY_YAML), "--pretrained", str(tiny_checkpoint), "--data.json", str(data),
-              "--output_dir", str(out)])
+              "--data.image_folder", str(data.parent), "--output_dir", str(out)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0] and "--overwrite" in err[0]
