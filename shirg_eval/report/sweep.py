@@ -3,7 +3,7 @@
 Sweep YAML::
 
     name: roadmap                      # optional
-    tasks: [chartqa_200, docvqa_200]
+    tasks: [chartqa_200, docvqa_200]   # or "chartqa_200,docvqa_200"; `--tasks a,b` overrides it for every cell
     limit: null                        # or an int (passed as --limit)
     output_root: runs/roadmap          # each cell writes to <output_root>/<cell name>
     baseline: lavida                   # VARIANT[@LORA] for the final leaderboard (optional)
@@ -98,10 +98,16 @@ def _expand_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def task_list(value: Any) -> list[str]:
+    """A sweep's tasks from a YAML list or a comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(t).strip() for t in items if str(t).strip()]
+
+
 def load_sweep(path: str | Path, overrides: dict[str, str] | None = None) -> Sweep:
     """Parse a sweep YAML; ``overrides`` (from ``--model_args``) win over every cell's model_args."""
     spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    tasks = list(spec.get("tasks") or [])
+    tasks = task_list(spec.get("tasks"))
     if not tasks:
         raise ValueError(f"{path}: 'tasks' is empty")
     defaults = (spec.get("defaults") or {}).get("model_args") or {}
@@ -330,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="k=v,... applied to every cell (e.g. pretrained=/path/to/tiny)",
     )
     p.add_argument("--limit", type=int, help="override the YAML's limit")
+    p.add_argument("--tasks", type=task_list, help="a,b,...: run every cell on these tasks instead of the YAML's")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--shard", type=parse_shard, help="i/n: run cells i, i+n, i+2n, ... (0-based)")
     group.add_argument("--gpus", help="0,1,...: one worker per GPU (CUDA_VISIBLE_DEVICES), cells round-robin")
@@ -351,6 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None:
         for c in sweep.cells:
             c.limit = args.limit
+    if args.tasks:
+        sweep.tasks = args.tasks
+        for c in sweep.cells:
+            c.tasks = list(args.tasks)
     base_cmd = shlex.split(args.lmms_eval_cmd) if args.lmms_eval_cmd else default_lmms_eval_cmd()
     indexed = list(enumerate(sweep.cells))
     if args.shard:
