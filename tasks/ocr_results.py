@@ -55,7 +55,8 @@ def textvqa_accuracy(pred: str, answers: Sequence[str], question_id: Any = None)
     """lmms-eval's TextVQA accuracy of one prediction (its ``exact_match``), on a copy of the answers."""
     from lmms_eval.tasks.textvqa.utils import textvqa_process_results
 
-    scratch = {"answers": [str(a) for a in answers], "question_id": question_id}  # it mutates "answers"
+    # It rewrites "answers" in place, hence a copy; no answers is None, which it scores 0 (an empty list raises).
+    scratch = {"answers": [str(a) for a in answers] or None, "question_id": question_id}
     return float(textvqa_process_results(scratch, [pred])["exact_match"])
 
 

@@ -65,8 +65,7 @@ def infovqa_stratum(doc: dict[str, Any]) -> str:
 
 
 def _textvqa_text(doc: dict[str, Any]) -> str:
-    return SEP.join(["textvqa", str(doc["question_id"]), str(doc["image_id"]), str(doc["question"]),
-                     *sorted(_answer_list(doc["answers"]))])
+    return SEP.join(["textvqa", str(doc["question_id"]), str(doc["question"]), *sorted(_answer_list(doc["answers"]))])
 
 
 def _ocrbench_text(doc: dict[str, Any]) -> str:
@@ -140,7 +139,7 @@ SPECS: dict[str, TaskSpec] = {
         hub_path="lmms-lab-encoder/textvqa",
         hub_name=None,
         split="validation",
-        text_columns=("question_id", "image_id", "question", "answers"),
+        text_columns=("question_id", "question", "answers"),
         uid_text=_textvqa_text,
         stratum=lambda doc: "all",
         quotas={"all": 200},

@@ -93,6 +93,11 @@ def test_textvqa_accuracy_table(pred: str, answers: list[str], expected: float) 
     assert doc["answers"] == answers  # lmms-eval's function rewrites the answers it gets: ours are a copy
 
 
+def test_textvqa_without_answers_scores_zero_as_lmms_eval() -> None:
+    assert ocr_results.textvqa_results({"shirg_uid": "u", "question_id": 1, "answers": None}, ["cafe"])[
+        "vqa_accuracy"] == 0.0
+
+
 def test_textvqa_headline_is_not_our_exact_match() -> None:
     """One human said "cafe": our exact_match extra says 1, lmms-eval's accuracy (its "exact_match") 0.3."""
     out = ocr_results.textvqa_results({"shirg_uid": "u", "question_id": 1, "answers": _ten(("cafe", 1), ("bar", 9))},
