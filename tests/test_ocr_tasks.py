@@ -162,12 +162,19 @@ def write_odd_rows(kind: str, out_dir: Path) -> Path:
 HEADLINE = {"infovqa_200": "anls", "textvqa_200": "vqa_accuracy", "ocrbench_200": "ocrbench_mean_score"}
 
 
-def test_tasks_load_and_score_odd_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmms_eval.tasks import TaskManager, get_task_dict
+@pytest.fixture(scope="module")
+def task_manager():  # noqa: ANN201
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS))  # built-ins included: our names must not collide with theirs
+
+
+def test_tasks_load_and_score_odd_images(task_manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from lmms_eval.tasks import get_task_dict
 
     for kind in MAKERS:
         monkeypatch.setenv(specs.SPECS[TASK_OF[kind]].env_var, str(write_odd_rows(kind, tmp_path / kind)))
-    tasks = get_task_dict(list(HEADLINE), TaskManager(include_path=str(TASKS)))
+    tasks = get_task_dict(list(HEADLINE), task_manager)
     for name, task in tasks.items():
         docs = task.test_docs()
         assert len(docs) == 7, name
@@ -198,3 +205,20 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
         del r["question_type"]
     with pytest.raises(ValueError, match=r"SHIRG_OCRBENCH_PATH\) lacks column\(s\) \['question_type'\]"):
         subset.process_docs_for(datasets.Dataset.from_list(rows), "ocrbench_200")
+
+
+def test_no_local_copy_and_no_hub_names_each_env_var(task_manager, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from lmms_eval.tasks import get_task_dict
+
+    from shirg_eval.tasks import data_source
+
+    def no_network(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise ConnectionError("no network")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # also skips lmms-eval's retry loop
+    monkeypatch.setattr(datasets, "load_dataset", no_network)
+    for task in HEADLINE:
+        spec = specs.SPECS[task]
+        monkeypatch.delenv(spec.env_var, raising=False)
+        with pytest.raises(data_source.DataUnavailableError, match=f"{spec.hub_path}.*{spec.env_var}"):
+            get_task_dict([task], task_manager)
