@@ -175,7 +175,7 @@ def _render_scene(rng: random.Random, word: str, number: str, width: int, height
     sign_w = int(len(word) * size * 0.7) + 40
     sx, sy = bx + 10, horizon - bh + 15
     draw.rectangle((sx, sy, sx + sign_w, sy + size + 30), fill=rng.choice([(180, 30, 30), (20, 60, 140), (250, 250, 240)]))
-    ink = "black" if draw.im.getpixel((sx + 2, sy + 2))[0] > 200 else "white"
+    ink = "black" if img.getpixel((sx + 2, sy + 2))[0] > 200 else "white"
     draw.text((sx + 20, sy + 12), word, fill=ink, font=_font(size))
     draw.text((bx + bw - 60, horizon - 40), number, fill="black", font=_font(max(10, size // 2)))
     return _png(img)
