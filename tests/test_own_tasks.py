@@ -104,10 +104,10 @@ def test_five_tasks_one_run_with_side_file_efficiency(tiny_checkpoint, tmp_path:
         env.pop(var, None)
     tasks = ["infovqa_200", "textvqa_200", "ocrbench_200", "textvqa_val_local", "infovqa_val_local"]
     out = tmp_path / "out"
-    proc = subprocess.run([str(BIN / "lmms_eval"), "--model", "shirg_fixed", "--model_args",
-                           f"pretrained={tiny_checkpoint},gen_length=8,pictures=0", "--tasks", ",".join(tasks),
-                           "--include_path", str(include), "--output_path", str(out), "--log_samples"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    command = [str(BIN / "lmms_eval"), "--model", "shirg_fixed", "--model_args",
+               f"pretrained={tiny_checkpoint},gen_length=8,pictures=0", "--tasks", ",".join(tasks),
+               "--include_path", str(include), "--output_path", str(out), "--log_samples"]
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results_path = next(out.rglob("*_results.json"))
     results = json.loads(results_path.read_text())["results"]
@@ -132,3 +132,21 @@ def test_five_tasks_one_run_with_side_file_efficiency(tiny_checkpoint, tmp_path:
     assert "textvqa_val_local logs no CIDEr" in board.footnote and "infovqa_val_local" in board.footnote
     assert board.headlines["textvqa_val_local"][0] == "exact_match"
     assert board.headlines["textvqa_200"][0] == "vqa_accuracy"
+    for run in runs:  # our tasks condition selection on shirg_question; lmms-eval's on the question found
+        expected = "question" if run.task.endswith("_local") else "shirg_question"
+        assert {row["run_meta"]["selection_query"] for row in run.samples} == {expected}, run.task
+
+    # Rerun: every answer comes from the journal (lmms-eval's own tasks too), the side files are written again.
+    import time
+
+    time.sleep(1.1)  # lmms-eval's date_id has one-second resolution
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    newest = sorted(out.rglob("*_results.json"))[-1]
+    assert newest != results_path
+    for task in ("textvqa_val_local", "infovqa_val_local"):
+        rows = [json.loads(line) for line in side_file(newest, task).read_text().splitlines()]
+        assert len(rows) == 7 and all(r["meta"].get("resumed") for r in rows), task
+    samples = newest.with_name(newest.name.replace("_results.json", "_samples_ocrbench_200.jsonl"))
+    ours = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(ours) == 7 and all(r["run_meta"].get("resumed") for r in ours)
