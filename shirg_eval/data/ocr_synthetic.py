@@ -184,7 +184,7 @@ def _render_scene(rng: random.Random, word: str, number: str, width: int, height
 # ----------------------------------------------------------------------------------------------- OCRBench
 
 
-def _crop(text: str, rng: random.Random, size: int = 28, fill=(0, 0, 0), bg=(255, 255, 255)) -> Image.Image:
+def _crop(text: str, size: int = 28, fill=(0, 0, 0), bg=(255, 255, 255)) -> Image.Image:
     font = _font(size)
     w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)) + 24
     img = Image.new("RGB", (max(w, 32), size + 24), bg)
@@ -216,12 +216,12 @@ def _ocrbench_item(type_index: int, rng: random.Random) -> tuple[str, list[str],
     word = rng.choice(_WORDS) + rng.choice(["", "", "s", "er", "ing"])
     read = "what is written in the image?"
     if qtype == "Regular Text Recognition":
-        return read, [word], _crop(word, rng, rng.randint(20, 36), bg=tuple(rng.randint(215, 255) for _ in range(3)))
+        return read, [word], _crop(word, rng.randint(20, 36), bg=tuple(rng.randint(215, 255) for _ in range(3)))
     if qtype == "Irregular Text Recognition":
-        return read, [word], _crop(word, rng, rng.randint(24, 36)).rotate(rng.choice([-25, -15, 15, 25]), expand=True, fillcolor="white")
+        return read, [word], _crop(word, rng.randint(24, 36)).rotate(rng.choice([-25, -15, 15, 25]), expand=True, fillcolor="white")
     if qtype == "Artistic Text Recognition":
         colour = tuple(rng.randint(0, 200) for _ in range(3))
-        return read, [word], _crop(word.upper(), rng, 40, fill=colour, bg=(255, 235, 200))
+        return read, [word], _crop(word.upper(), 40, fill=colour, bg=(255, 235, 200))
     if qtype == "Handwriting Recognition":
         return read, [word], _handwritten(word, rng)
     if qtype == "Digit String Recognition":
@@ -229,7 +229,7 @@ def _ocrbench_item(type_index: int, rng: random.Random) -> tuple[str, list[str],
         return "what is the number in the image?", [digits], _handwritten(digits, rng)
     if qtype == "Non-Semantic Text Recognition":
         junk = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 8)))
-        return read, [junk], _crop(junk, rng)
+        return read, [junk], _crop(junk)
     if qtype == "Scene Text-centric VQA":
         sign = rng.choice(_SIGN_WORDS)
         scene = Image.open(io.BytesIO(_render_scene(rng, sign, str(rng.randint(1, 99)), 640, 480)))
