@@ -3,9 +3,11 @@
 * **Stable ids.** ``process_docs`` adds ``shirg_uid`` to every doc: the first 16 hex digits of a sha1 over the
   doc's text (ChartQA: type, question, answer; DocVQA: questionId, question, answers). ChartQA docs whose text
   repeats get the sha1 of their image bytes mixed in; fully identical rows are kept once.
-* **Subset rule** (:data:`SUBSET_RULE`): per stratum (ChartQA: ``type``; DocVQA: one stratum) sort the docs by
-  ``sha1(f"{seed}:{shirg_uid}")`` and keep the first N (ChartQA 100 ``human_test`` + 100 ``augmented_test``; DocVQA
-  200); the kept docs are then ordered by the same key, which mixes the strata (so ``--limit`` sees both).
+* **Subset rule** (:data:`SUBSET_RULE`): per stratum (ChartQA: ``type``; OCRBench: ``question_type``; InfoVQA:
+  the sorted ``answer_type`` list; DocVQA, TextVQA: one stratum) sort the docs by ``sha1(f"{seed}:{shirg_uid}")``
+  and keep the first N (ChartQA 100 ``human_test`` + 100 ``augmented_test``; DocVQA, TextVQA 200; OCRBench 10 per
+  recognition type, 40 per VQA/KIE type, 20 handwritten math; InfoVQA 200 shared by :func:`proportional_quotas`,
+  since its answer-type combinations are open-ended); the kept docs are then ordered by the same key, which mixes the strata (so ``--limit`` sees both).
   Row order never matters. With fewer docs than N in a stratum, all of them are kept and a warning is logged.
 * **Manifests.** ``<task dir>/manifests/*.json`` record ``{format, task, seed, rule, quotas, dataset_fingerprint,
   num_source_docs, source, uids}`` where ``dataset_fingerprint`` is the sha1 of the sorted uids of *all* docs
@@ -120,6 +122,29 @@ def select_subset(uids: Sequence[str], strata: Sequence[str], quotas: dict[str, 
     return sorted(chosen, key=lambda p: subset_key(uids[p], seed))
 
 
+def proportional_quotas(strata: Sequence[str], total: int) -> dict[str, int | None]:
+    """Quotas summing to ``total`` (or every doc, if fewer), each stratum's share of the docs by the largest
+    remainder method; remainders tie-break by stratum size, then name, so row order never matters."""
+    sizes: dict[str, int] = {}
+    for s in strata:
+        sizes[s] = sizes.get(s, 0) + 1
+    n = sum(sizes.values())
+    if n <= total:
+        return {s: None for s in sorted(sizes)}
+    exact = {s: total * size / n for s, size in sizes.items()}
+    quotas = {s: int(v) for s, v in exact.items()}
+    spare = total - sum(quotas.values())
+    for s in sorted(sizes, key=lambda s: (-(exact[s] - quotas[s]), -sizes[s], s))[:spare]:
+        quotas[s] += 1
+    return {s: quotas[s] for s in sorted(quotas)}
+
+
+def quotas_for(spec: TaskSpec, strata: Sequence[str]) -> dict[str, int | None]:
+    if spec.proportional_total is not None:
+        return proportional_quotas(strata, spec.proportional_total)
+    return spec.quotas
+
+
 def dataset_fingerprint(uids: Iterable[str]) -> str:
     return _sha1("\n".join(sorted(uids)))
 
@@ -132,14 +157,16 @@ def _without_derived(ds: Any) -> Any:
 def build_manifest(ds: Any, task: str, seed: int = SUBSET_SEED, source: str = "") -> dict[str, Any]:
     spec = SPECS[task]
     uids, rows, _ = compute_uids(_without_derived(ds), spec)
-    picked = select_subset(uids, [spec.stratum(r) for r in rows], spec.quotas, seed, task)
+    strata = [spec.stratum(r) for r in rows]
+    quotas = quotas_for(spec, strata)
+    picked = select_subset(uids, strata, quotas, seed, task)
     return {
         "format": MANIFEST_FORMAT,
         "task": task,
         "source": source,
         "seed": seed,
         "rule": SUBSET_RULE,
-        "quotas": spec.quotas,
+        "quotas": quotas,
         "num_source_docs": len(uids),
         "dataset_fingerprint": dataset_fingerprint(uids),
         "uids": [uids[p] for p in picked],
@@ -167,7 +194,8 @@ def process_docs_for(ds: Any, task: str, seed: int = SUBSET_SEED) -> Any:
     ds = _without_derived(ds)
     check_columns(ds, spec)
     uids, rows, keep = compute_uids(ds, spec)
-    picked = select_subset(uids, [spec.stratum(r) for r in rows], spec.quotas, seed, task)
+    strata = [spec.stratum(r) for r in rows]
+    picked = select_subset(uids, strata, quotas_for(spec, strata), seed, task)
     chosen_uids = [uids[p] for p in picked]
     found = find_manifest(spec, dataset_fingerprint(uids), seed)
     if found is not None:
@@ -188,8 +216,9 @@ def process_docs_for(ds: Any, task: str, seed: int = SUBSET_SEED) -> Any:
         from datasets import Image
 
         out = out.cast_column(spec.image_column, Image(decode=False))
-    questions = question_texts(out[spec.question_column], task)
+    questions = question_texts(out[spec.question_column], task)  # text, whatever the column holds
     out = out.remove_columns(spec.question_column).add_column(spec.question_column, questions)
+    questions = [spec.question_text(q) for q in questions]  # as the task's prompt shows it
     return out.add_column("shirg_uid", chosen_uids).add_column(QUESTION_FIELD, questions)
 
 
@@ -218,7 +247,7 @@ def question_texts(values: Sequence[Any], task: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shirg_eval.tasks.subset",
-                                     description="Write a subset manifest for chartqa_200 / docvqa_200.")
+                                     description="Write a subset manifest for a *_200 task.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("manifest", help="compute the subset of a dataset and write its manifest JSON")
     m.add_argument("--task", choices=sorted(SPECS), required=True)

@@ -61,8 +61,10 @@ def test_selection_query_source():
     assert selection_query({"shirg_question": "Declared?", "question": "What is the peak?"}, prompt) == (
         "Declared?", "shirg_question")
     assert selection_query({"question": "What is the peak?"}, prompt) == ("What is the peak?", "question")
+    # Found ignoring case (lmms-eval's TextVQA prompt capitalises it), returned as the prompt spells it.
+    assert selection_query({"question": "peak"}, "Q: PEAK?", "other") == ("PEAK", "question")
     # A question the prompt does not contain (rewritten by the task), or none at all: the whole prompt.
-    assert selection_query({"question": "peak"}, "Q: PEAK?", "other") == ("Q: PEAK?", "prompt")
+    assert selection_query({"question": "peak height"}, "Q: PEAK?", "other") == ("Q: PEAK?", "prompt")
     assert selection_query(None, "prompt text", "other") == ("prompt text", "prompt")
 
 

@@ -176,3 +176,27 @@ def test_demo_adds_the_reference_lora_cell(tmp_path):
     assert [c.name for c in with_lora.cells] == [c.name for c in demo.cells] + ["shirg_fixed_lora"]
     assert with_lora.cells[-1].model == "shirg_fixed" and with_lora.cells[-1].lora == str(tmp_path / "adapter")
     assert with_lora.limit == demo.limit and with_lora.tasks == demo.tasks
+
+
+def test_ocr_sweep_is_the_roadmap_on_five_tasks() -> None:
+    road = sw.load_sweep(ROOT / "configs" / "sweeps" / "roadmap.yaml")
+    ocr = sw.load_sweep(ROOT / "configs" / "sweeps" / "ocr.yaml")
+    five = ["chartqa_200", "docvqa_200", "infovqa_200", "textvqa_200", "ocrbench_200"]
+    assert ocr.tasks == five and all(c.tasks == five for c in ocr.cells)
+    assert [(c.name, c.model, c.model_args, c.controls) for c in ocr.cells] == [
+        (c.name, c.model, c.model_args, c.controls) for c in road.cells]
+    assert ocr.baseline == road.baseline and ocr.output_root != road.output_root
+    assert sw.task_list("a, b,,c") == ["a", "b", "c"] and sw.task_list(["a"]) == ["a"]
+
+
+def test_tasks_override_and_one_leaderboard_over_five_tasks(tmp_path: Path) -> None:
+    five = "chartqa_200,docvqa_200,infovqa_200,textvqa_200,ocrbench_200"
+    proc = _sweep(tmp_path, "--tasks", five)
+    assert proc.returncode == 0, proc.stderr
+    assert {c["argv"][c["argv"].index("--tasks") + 1] for c in _calls(tmp_path)} == {five}
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    for task, label in [("infovqa_200", "ANLS %"), ("textvqa_200", "VQA acc %"),
+                        ("ocrbench_200", "OCRBench score %"), ("chartqa_200", "relaxed acc %")]:
+        assert f"{task} {label}" in board, task
+    plots = {p.stem for p in (tmp_path / "out" / "plots").glob("*.png")}
+    assert {f"accuracy_vs_tokens_{t}" for t in five.split(",")} <= plots, sorted(plots)

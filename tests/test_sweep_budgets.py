@@ -20,7 +20,7 @@ from shirg_eval.selection.presets import VisualPath
 
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 # At least this many control pairs per shipped sweep, so the check below can never pass vacuously.
-MIN_PAIRS = {"roadmap.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1, "methods.yaml": 44, "reference.yaml": 4}
+MIN_PAIRS = {"roadmap.yaml": 4, "ocr.yaml": 4, "demo.yaml": 4, "ablations.yaml": 1, "methods.yaml": 44, "reference.yaml": 4}
 
 
 VIEWS: dict[str, int] = {}  # cell name -> image views its visual path encoded (anyres cells: more than one)

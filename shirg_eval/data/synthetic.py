@@ -428,12 +428,13 @@ def _features_for(records: Sequence[dict[str, Any]]) -> Any:
 
 
 def write_dataset(records: Sequence[dict[str, Any]], out_dir: str | Path, fmt: str = "parquet",
-                  split: str | None = None) -> Path:
+                  split: str | None = None, features: Any = None) -> Path:
     """Write records where the tasks can read them; returns the path to put in ``SHIRG_*_PATH``.
 
     ``fmt="parquet"``: ``out_dir/<split>.parquet`` (image column typed ``Image``, decoded to PIL on load).
     ``fmt="disk"``: ``DatasetDict({split: ...}).save_to_disk(out_dir)``. ``split`` defaults to the split the task
-    reads (``test`` for ChartQA-like, ``validation`` for DocVQA-like records).
+    reads (``test`` for ChartQA-like, ``validation`` for DocVQA-like records). ``features`` (a ``datasets.Features``)
+    names another schema (shirg_eval.data.ocr_synthetic's).
     """
     from datasets import Dataset, DatasetDict
 
@@ -441,7 +442,7 @@ def write_dataset(records: Sequence[dict[str, Any]], out_dir: str | Path, fmt: s
         raise ValueError("no records to write")
     if any(r.get("image") is None for r in records):
         raise ValueError("records have no images (made with render=False?)")
-    features = _features_for(records)
+    features = features if features is not None else _features_for(records)
     if split is None:
         split = DOCVQA_SPLIT if "questionId" in records[0] else CHARTQA_SPLIT
     ds = Dataset.from_list([{k: r[k] for k in features} for r in records], features=features)
@@ -473,15 +474,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--n", type=int, default=200, help="records per set (default 200)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--what", default="chartqa,docvqa,lcs",
-                        help="comma list of chartqa, docvqa, lcs, reading (the hard reading sets' test split, "
+    parser.add_argument("--what", default="chartqa,docvqa,infovqa,textvqa,ocrbench,lcs",
+                        help="comma list of chartqa, docvqa, infovqa, textvqa, ocrbench, lcs, reading (the hard reading sets' test split, "
                              "--n documents each) and reading_train (their training split as LLaVA conversations, "
                              "--n images per set)")
     parser.add_argument("--format", dest="fmt", choices=["parquet", "disk"], default="parquet")
     args = parser.parse_args(argv)
     out = Path(args.out)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
-    unknown = set(what) - {"chartqa", "docvqa", "lcs", "reading", "reading_train"}
+    unknown = set(what) - {"chartqa", "docvqa", "infovqa", "textvqa", "ocrbench", "lcs", "reading", "reading_train"}
     if unknown:
         parser.error(f"unknown --what entries: {sorted(unknown)}")
     env: dict[str, Path] = {}
@@ -493,6 +494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = write_dataset(make_docvqa(args.n, args.seed), out / "docvqa", args.fmt)
         print(f"wrote {args.n} DocVQA-like records to {path}")
         env["SHIRG_DOCVQA_PATH"] = path
+    for kind in ("infovqa", "textvqa", "ocrbench"):
+        if kind in what:
+            from .ocr_synthetic import ENV_VARS, MAKERS, write_ocr_dataset
+
+            path = write_ocr_dataset(kind, MAKERS[kind](args.n, args.seed), out / kind, args.fmt)
+            print(f"wrote {args.n} {kind}-like records to {path}")
+            env[ENV_VARS[kind]] = path
     if "lcs" in what:
         path = render_lcs(out / "lcs", args.n, args.seed)
         print(f"wrote {args.n} LCS-like captions to {path} (images under {path.parent / 'images'})")
@@ -509,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = write_conversations(out / "reading_train", args.n, args.seed)
         print(f"wrote the reading sets' training split ({args.n} images per set) as conversations to {path}")
     if env:
-        print("\nPoint the lmms-eval tasks (chartqa_200 / docvqa_200; chartqa_reading / docvqa_reading) at the "
+        print("\nPoint the lmms-eval tasks (chartqa_200 / docvqa_200 / infovqa_200 / textvqa_200 / ocrbench_200; "
+              "chartqa_reading / docvqa_reading) at the "
               "local data with:")
         for key, value in env.items():
             print(f"  export {key}={value.resolve()}")

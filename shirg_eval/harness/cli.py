@@ -6,6 +6,8 @@
   message that says what to set, without lmms-eval's traceback.
 - With ``--output_path``, answers are journaled in ``OUTPUT/.shirg_journal``: rerunning an interrupted
   command reuses finished samples (with their original timings, marked ``resumed``).
+- With ``--output_path``, per-sample efficiency on lmms-eval's own tasks (no ``shirg_uid``) is written beside
+  the samples log as ``<date_id>_shirg_efficiency_<task>.jsonl`` (see :mod:`.side_efficiency`).
 - An unknown ``--model`` stops at once with one line suggesting the closest registered SHIRG variant (instead
   of lmms-eval's list of every model it knows).
 - ``lmms_eval --help`` and lmms-eval's subcommands (``tasks``, ``models``, ...) pass through unchanged.
@@ -19,6 +21,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from .side_efficiency import SIDE_DIR_ENV, SIDE_DIR_NAME, place_beside_results
 
 SUBCOMMANDS = {"tasks", "models", "ui", "serve", "power", "version", "tui", "mcp"}
 
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_path and "SHIRG_JOURNAL_DIR" not in os.environ:
         # Answers are journaled beside the results, so rerunning an interrupted command resumes it.
         os.environ["SHIRG_JOURNAL_DIR"] = str(Path(args.output_path) / ".shirg_journal")
+    if args.output_path and SIDE_DIR_ENV not in os.environ:
+        os.environ[SIDE_DIR_ENV] = str(Path(args.output_path) / SIDE_DIR_NAME)
     if not listing and os.environ.get("SHIRG_JOURNAL_DIR"):
         # One writer per output folder and rank, checked before lmms-eval builds tasks or loads the model (the
         # model takes the same lock again, shared within this process).
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if err.code not in (None, 0):
             return int(err.code) if isinstance(err.code, int) else 1
+    if args.output_path and int(os.environ.get("RANK", "0")) == 0 and os.environ.get(SIDE_DIR_ENV):
+        place_beside_results(os.environ[SIDE_DIR_ENV], _new_results(args.output_path, start))
     return 0 if listing else _verdict(args, failures, start)
 
 

@@ -22,6 +22,7 @@ from . import efficiency
 from .journal import AnswerJournal
 from .model_args import parse_model_args
 from .question import selection_query
+from .side_efficiency import SIDE_DIR_ENV, SideEfficiencyLog
 
 
 class ShirgLavidaLMM(lmms):
@@ -54,6 +55,9 @@ class ShirgLavidaLMM(lmms):
         self._pictures_left = self.args.pictures if self.rank == 0 else 0
         self.journal = (AnswerJournal(journal_dir, self._journal_description(), rank=self.rank)
                         if journal_dir else None)
+        # lmms-eval's own tasks (no shirg_uid): efficiency goes to a side file keyed by (task, doc_id)
+        side_dir = os.environ.get(SIDE_DIR_ENV)
+        self.side_log = SideEfficiencyLog(side_dir, self.rank) if side_dir else None
 
     def _journal_description(self) -> dict[str, Any]:
         meta = {k: v for k, v in self.run_meta.items() if k not in ("device", "versions")}
@@ -121,6 +125,8 @@ class ShirgLavidaLMM(lmms):
                     text, record = done
                     if uid is not None and record is not None:
                         efficiency.record(uid, record)
+                    elif record is not None and self.side_log is not None:
+                        self.side_log.add(task, split, doc_id, record)
                     outputs.append(text)
                     continue
             try:
@@ -133,8 +139,11 @@ class ShirgLavidaLMM(lmms):
                 # journaled), then fail the run unless allow_failures=true.
                 message = f"{task}/{split} doc {doc_id} (shirg_uid={uid}): {type(err).__name__}: {err}"
                 failures.append(message)
+                failure = efficiency.EfficiencyRecord.failure(message, dict(self.run_meta))
                 if uid is not None:
-                    efficiency.record(uid, efficiency.EfficiencyRecord.failure(message, dict(self.run_meta)))
+                    efficiency.record(uid, failure)
+                elif self.side_log is not None:
+                    self.side_log.add(task, split, doc_id, failure)
                 outputs.append("")
                 continue
             text = answer.text
@@ -150,6 +159,8 @@ class ShirgLavidaLMM(lmms):
             record.meta["preprocess_ms"] = answer.timings_ms["preprocess_ms"]
             if self.journal is not None:
                 self.journal.add(key, text.strip(), record)
+            if uid is None and self.side_log is not None:
+                self.side_log.add(task, split, doc_id, record)
             outputs.append(text.strip())
         if failures and not self.args.allow_failures:
             shown = "\n  ".join(failures[:5]) + (f"\n  ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")

@@ -6,7 +6,8 @@ word." would take part in every document's selection. The harness therefore asks
 
 1. ``doc["shirg_question"]`` when the task declares it (``chartqa_200`` and ``docvqa_200`` add it in
    ``process_docs``; any task can do the same);
-2. otherwise ``doc["question"]`` when that string occurs verbatim in the prompt (most lmms-eval VQA tasks);
+2. otherwise ``doc["question"]`` when that string occurs in the prompt, ignoring case (most lmms-eval VQA tasks;
+   TextVQA's prompt capitalises the question), as the prompt spells it;
 3. otherwise the whole prompt (logged once per task, since the instruction then conditions selection).
 
 The LM always sees the whole prompt; only selection uses the question.
@@ -14,6 +15,7 @@ The LM always sees the whole prompt; only selection uses the question.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +37,10 @@ def selection_query(doc: Any, context: str, task: str = "") -> tuple[str, str]:
         if isinstance(declared, str):
             return declared, QUESTION_FIELD
         question = doc.get("question")
-        if isinstance(question, str) and question.strip() and question in context:
-            return question, "question"
+        if isinstance(question, str) and question.strip():
+            found = re.search(re.escape(question.strip()), context, flags=re.IGNORECASE)
+            if found is not None:
+                return found.group(0), "question"
     if task not in _warned:
         _warned.add(task)
         log.warning(f"{task or 'a task'}: its docs declare no '{QUESTION_FIELD}' and no 'question' found in the "

@@ -26,8 +26,20 @@ from shirg_eval.report.controls import control_pairs, token_ratio
 from shirg_eval.report.efficiency import latency_p50, latency_ratio, peak_memory, visual_tokens
 from shirg_eval.report.results import Key, TaskRun, load_task_runs, row_label, sort_key
 
-# task-name prefix -> (headline metric, column label); unknown tasks fall back to exact match
-HEADLINES = (("chartqa", "relaxed_overall", "relaxed acc %"), ("docvqa", "anls", "ANLS %"))
+# task-name prefix -> (headline metric, column label), first match wins; unknown tasks fall back to exact match.
+# lmms-eval's own textvqa_val reports TextVQA accuracy as "exact_match"; our textvqa_200 names it vqa_accuracy.
+HEADLINES = (
+    ("chartqa", "relaxed_overall", "relaxed acc %"),
+    ("docvqa", "anls", "ANLS %"),
+    ("infovqa", "anls", "ANLS %"),
+    ("textvqa_val", "exact_match", "VQA acc % (lmms-eval exact_match)"),
+    ("textvqa", "vqa_accuracy", "VQA acc %"),
+    ("ocrbench_200", "ocrbench_mean_score", "OCRBench score %"),
+    ("ocrbench", "ocrbench_accuracy", "OCRBench acc % (lmms-eval: correct / 1000)"),
+)
+# columns a task may not log (lmms-eval's own tasks have no CIDEr; without the side file, no efficiency)
+OPTIONAL_COLUMNS = (("cider", "CIDEr"), ("visual_tokens", "visual tokens"), ("latency_p50_ms", "latency"),
+                    ("peak_mem_gb", "peak memory"))
 FALLBACK_HEADLINE = ("exact_match", "EM %")
 MISSING = rd.MISSING
 render = rd.render  # re-exported: ``from shirg_eval.report.leaderboard import render``
@@ -169,6 +181,7 @@ def _put_interval(raw: dict[str, Any], prefix: str, iv: bs.Interval) -> None:
 class _Flags:
     normal_ci: bool = False
     partial_ratio: bool = False
+    side_file_tasks: set[str] = field(default_factory=set)  # efficiency joined from the side file (by doc_id)
 
 
 def _task_columns(
@@ -241,6 +254,8 @@ def build_leaderboard(
     base_key = resolve_baseline(baseline, keys, labels) if baseline else None
     base = rows[base_key] if base_key else {}
     flags = _Flags()
+    flags.side_file_tasks = {run.task for run in runs
+                             if any(r.get("efficiency_source") == "side_file" for r in run.samples or [])}
     raw_rows, disp_rows = [], []
     for key in keys:
         raw: dict[str, Any] = {"label": labels[key], "variant": key[0], "lora": key[1], "settings": key[2],
@@ -315,6 +330,13 @@ def _footnote(
     )
     if flags.partial_ratio:
         parts.append("† = the two rows timed different documents (other warm-ups): ratio over the shared ones")
+    for t in tasks:
+        lacking = [label for col, label in OPTIONAL_COLUMNS if raw[f"{t}.{col}"].isna().all()]
+        if lacking:
+            parts.append(f"{t} logs no {', '.join(lacking)}")
+    if flags.side_file_tasks:
+        parts.append(f"{', '.join(sorted(flags.side_file_tasks))}: lmms-eval's own task(s), efficiency joined by "
+                     "doc_id from <date_id>_shirg_efficiency_<task>.jsonl, documents paired by doc_id")
     parts.append(
         "CIDEr ×100; peak mem = max over the task's samples; GPU alloc = CUDA max allocated per sample, "
         "CPU RSS = process peak RSS (cumulative over the process's tasks)"

@@ -3,7 +3,8 @@
 lmms-eval writes ``<output_path>/<model_name_sanitized>/<date_id>_results.json`` (``date_id`` is
 ``%Y%m%d_%H%M%S``) and, with ``--log_samples``, ``<date_id>_samples_<task>.jsonl`` beside it. Aggregated metrics
 sit in ``results[task]["<metric>,<filter>"]`` (filter ``none`` for our tasks); each sample row holds ``doc_id``,
-``target``, ``filtered_resps`` and every key ``process_results`` returned.
+``target``, ``filtered_resps`` and every key ``process_results`` returned. For lmms-eval's own tasks the
+efficiency fields come from ``<date_id>_shirg_efficiency_<task>.jsonl`` beside it, joined by ``doc_id``.
 
 Everything here is tolerant: a metric that is absent, None or not a number is NaN (shown as missing), never 0.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from shirg_eval.harness.side_efficiency import join_side_rows, side_file
 
 RESULTS_SUFFIX = "_results.json"
 
@@ -242,6 +245,9 @@ def load_results_file(path: Path) -> list[TaskRun]:
             metrics[k[: -len(",none")] if k.endswith(",none") else k] = v
         sp = path.with_name(f"{stamp}_samples_{task}.jsonl")
         samples = _read_jsonl(sp) if sp.exists() else None
+        side = side_file(path, task)
+        if samples is not None and side.exists():  # lmms-eval's own task: efficiency from the side file
+            join_side_rows(samples, side, task)
         variant, lora, settings, base = _identity(results, _first_meta(samples))
         runs.append(
             TaskRun(

@@ -34,6 +34,7 @@ from shirg_eval.report.sweep_config import (  # noqa: F401 - re-exported: the sw
     fmt_value,
     load_sweep,
     parse_overrides,
+    task_list,
 )
 from shirg_eval.run_lock import RunLock, RunLockedError
 
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="k=v,... applied to every cell (e.g. pretrained=/path/to/tiny)",
     )
     p.add_argument("--limit", type=float, help="override the YAML's limit (documents, or a fraction below 1)")
+    p.add_argument("--tasks", help="a,b,...: run every cell on these tasks instead of the YAML's")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--shard", type=parse_shard, help="i/n: run cells i, i+n, i+2n, ... (0-based)")
     group.add_argument("--gpus", help="0,1,...: one worker per GPU (CUDA_VISIBLE_DEVICES), cells round-robin")
@@ -276,6 +278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit = int(args.limit) if args.limit.is_integer() else args.limit
         for c in sweep.cells:
             c.limit = limit
+    if args.tasks:
+        try:
+            tasks = task_list(args.tasks, "--tasks")
+        except ValueError as err:
+            print(f"shirg-sweep: error: {err}", file=sys.stderr)
+            return 2
+        sweep.tasks = tasks
+        for c in sweep.cells:
+            c.tasks = list(tasks)
     base_cmd = shlex.split(args.lmms_eval_cmd) if args.lmms_eval_cmd else default_lmms_eval_cmd()
     indexed = list(enumerate(sweep.cells))
     if args.shard:

@@ -3,7 +3,7 @@
 Sweep YAML::
 
     name: roadmap                      # optional
-    tasks: [chartqa_200, docvqa_200]
+    tasks: [chartqa_200, docvqa_200]   # or "chartqa_200,docvqa_200"; `--tasks a,b` overrides it for every cell
     limit: null                        # or a number (passed as --limit: documents, or a fraction below 1)
     output_root: runs/roadmap          # each cell writes to <output_root>/<cell name>
     baseline: lavida                   # VARIANT[@LORA] for the final leaderboard (optional)
@@ -100,6 +100,17 @@ def _list(value: Any, what: str) -> list[Any]:
     return value
 
 
+def task_list(value: Any, what: str = "tasks") -> list[str]:
+    """A sweep's tasks from a YAML list or a comma-separated string, each a checked task name."""
+    if isinstance(value, str):
+        value = value.split(",")
+    items = [str(t).strip() if isinstance(t, str) else t for t in _list(value, f"{what} (or a comma-separated string)")]
+    tasks = [t for t in items if t != ""]
+    for task in tasks:
+        safety.check_name("task", task, what)
+    return tasks
+
+
 def _expand_grid(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """``{model, name?, model_args?, k: [..], ...}``: list-valued extra keys are crossed into model_args."""
     axes = {k: v for k, v in entry.items() if k not in CELL_KEYS}
@@ -131,11 +142,9 @@ def load_sweep(path: str | Path, overrides: dict[str, str] | None = None) -> Swe
     spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a mapping at the top level (tasks, output_root, cells, ...)")
-    tasks = _list(spec.get("tasks"), f"{path}: tasks")
+    tasks = task_list(spec.get("tasks"), f"{path}: tasks")
     if not tasks:
         raise ValueError(f"{path}: 'tasks' is empty")
-    for task in tasks:
-        safety.check_name("task", task, str(path))
     safety.check_limit(spec.get("limit"), str(path))
     output_root = spec.get("output_root")
     if output_root is not None and not isinstance(output_root, str):
@@ -190,9 +199,7 @@ def _cell(c: dict[str, Any], path: str, tasks: list[str], limit: Any, defaults: 
     safety.check_model_args(own_args, where)
     if c.get("lora") is not None:
         safety.check_value("lora", c["lora"], where)
-    cell_tasks = _list(c.get("tasks"), f"{where}: tasks")
-    for task in cell_tasks:
-        safety.check_name("task", task, where)
+    cell_tasks = task_list(c.get("tasks"), f"{where}: tasks")
     safety.check_limit(c.get("limit"), where)
     extra = _list(c.get("extra_args"), f"{where}: extra_args")
     safety.check_extra_args(extra, where)

@@ -15,6 +15,9 @@ from typing import Any
 TASK_METRICS = {
     "chartqa_200": ("relaxed_overall", "exact_match", "cider"),
     "docvqa_200": ("anls", "exact_match", "cider"),
+    "infovqa_200": ("anls", "exact_match", "cider"),
+    "textvqa_200": ("vqa_accuracy", "exact_match", "cider"),
+    "ocrbench_200": ("ocrbench_mean_score", "exact_match", "cider"),
 }
 
 
@@ -43,7 +46,7 @@ def sample_row(
         row["relaxed_human_split"] = score if human else None
         row["relaxed_augmented_split"] = None if human else score
     else:
-        row["anls"] = score
+        row[TASK_METRICS.get(task, ("anls",))[0]] = score
     row["exact_match"] = float(pred.lower() == target.lower())
     row["cider"] = {"pred": pred, "refs": [target]}
     row.update(eff)
