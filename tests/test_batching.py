@@ -120,3 +120,45 @@ def test_batch_arguments_are_checked(tiny_model):
         generate_batch(tiny_model, _tiny_prompts(tiny_model), generators=[None])
     with pytest.raises(ValueError, match="generate_batch"):
         generate(tiny_model, torch.zeros(2, 5, tiny_model.config.d_model))
+
+
+def _requests(docs, max_new_tokens: int = 8):
+    from lmms_eval.api.instance import Instance
+
+    return [Instance("generate_until", (d["question"] + "\nAnswer briefly.", {"max_new_tokens": max_new_tokens,
+                                                                               "until": []},
+                                       lambda doc: [doc["image"]], i, "t", "test"), 0,
+                     {"task": "t", "doc_id": i, "repeats": 1}) for i, d in enumerate(docs)]
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_every_variant_answers_the_same_in_batches(tiny_checkpoint, monkeypatch):
+    """generate_until at --batch_size 3 (5 documents of different image shapes and questions: batches of 3 and 2,
+    reordered longest first by lmms-eval's Collator) returns batch 1's answers, in request order, for every
+    variant; the records say the batch size and forward passes, and latency is the batch's wall time."""
+    from PIL import Image
+
+    from shirg_eval.harness import efficiency
+    from shirg_eval.harness.lmms_model import MODEL_CLASSES
+
+    monkeypatch.delenv("SHIRG_JOURNAL_DIR", raising=False)
+    monkeypatch.delenv("SHIRG_PICTURE_DIR", raising=False)
+    sizes = [(96, 64), (64, 96), (120, 80), (80, 80), (200, 60)]
+    questions = ["What is the highest bar?", "Which year?", "Total revenue in Europe in 2020, in millions?",
+                 "Name?", "What does the second row say?"]
+    docs = [{"image": Image.effect_noise(s, 40 + 10 * i).convert("RGB"), "question": q, "shirg_question": q,
+             "shirg_uid": f"b{i}"} for i, (s, q) in enumerate(zip(sizes, questions, strict=True))]
+    for variant, cls in MODEL_CLASSES.items():
+        answers = {}
+        for batch in ("1", "3"):
+            lmm = cls(pretrained=str(tiny_checkpoint), device="cpu", dtype="float32", batch_size=batch,
+)
+            lmm.task_dict = {"t": {"test": docs}}
+            answers[batch] = lmm.generate_until(_requests(docs))
+            records = [efficiency.lookup(f"b{i}") for i in range(len(docs))]
+            assert sorted(r.batch_size for r in records) == ([1] * 5 if batch == "1" else [2, 2, 3, 3, 3])
+            assert all(r.n_forward == 9 for r in records), variant  # 1 prefill + 8 steps, every answer
+            assert all(r.amortized_latency_ms == pytest.approx(r.latency_ms / r.batch_size) for r in records)
+            assert lmm.run_meta["batch_size"] == int(batch)
+        assert answers["3"] == answers["1"], variant
