@@ -35,6 +35,8 @@ class ModelArgs:
     kv_dtype: str = "auto"
     decoding: str = "fixed"  # fixed (LaViDa's steps) | threshold (Fast-dLLM's confidence-threshold decoding)
     threshold: float = 0.9  # decoding=threshold: commit every masked position whose confidence exceeds it
+    compile: bool = False  # torch.compile the cached denoising step (static shapes, prefix-length buckets)
+    compile_bucket: int = 128  # compile=true: prefix lengths padded up to a multiple of this
     device: str | None = None
     dtype: str | None = None
     seed: int = 0
@@ -111,12 +113,14 @@ def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
     args = ModelArgs(**values)
     if args.kv_dtype not in KV_DTYPES:
         raise ValueError(f"--model {variant}: kv_dtype={args.kv_dtype!r} is not one of {KV_DTYPES}")
-    for name in ("k", "gen_length", "steps", "block_length", "resolution", "lm_layers"):
+    for name in ("k", "gen_length", "steps", "block_length", "resolution", "lm_layers", "compile_bucket"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--model {variant}: model_args {name} must be >= 1, got {value}")
     if args.decoding not in ("fixed", "threshold"):
         raise ValueError(f"--model {variant}: decoding={args.decoding!r} is not one of ('fixed', 'threshold')")
+    if args.compile and not args.prefix_cache:
+        raise ValueError(f"--model {variant}: compile=true compiles the prefix-cached step; drop prefix_cache=false")
     if not args.threshold > 0:
         raise ValueError(f"--model {variant}: threshold must be > 0 (> 1 commits one token per step), "
                          f"got {args.threshold}")

@@ -107,6 +107,11 @@ class PrefixLayer(DynamicLayer):
         tensors = [self.key_buffer, self.value_buffer]
         return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
+    def prepare_static(self, batch: int, canvas: int, dtype: torch.dtype) -> None:
+        """Allocate the working buffers now (a compiled step must find them in place, not allocate them)."""
+        heads, dim = self.keys.shape[1], self.keys.shape[-1]
+        self._working(torch.empty(batch, heads, canvas, dim, dtype=dtype, device=self.keys.device))
+
     def _working(self, step_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The static buffers for steps shaped like ``step_keys``: allocated (prefix decoded in) once per shape."""
         batch, heads, canvas, dim = step_keys.shape
@@ -166,25 +171,33 @@ class PrefixCache(Cache):
     def working_nbytes(self) -> int:
         return sum(layer.working_nbytes() for layer in self.layers)
 
+    def prepare_static(self, batch: int, canvas: int, dtype: torch.dtype) -> None:
+        for layer in self.layers:
+            layer.prepare_static(batch, canvas, dtype)
+
 
 def _padded(t: torch.Tensor, length: int) -> torch.Tensor:
     """``t [1, H, T, D]`` right-padded with zeros to ``length`` positions (padding is masked, never attended)."""
     return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[-2]))
 
 
-def pack_prefix_caches(caches: list[PrefixCache]) -> tuple[PrefixCache, torch.Tensor | None]:
+def pack_prefix_caches(caches: list[PrefixCache], length: int | None = None
+                       ) -> tuple[PrefixCache, torch.Tensor | None]:
     """One batched cache from per-sample prefill caches, and the ``[B, prefix]`` key-padding mask (True = pad).
 
-    Prefixes are right-padded to the longest; one cache is returned as is (mask None), so batch 1 is exactly the
-    unbatched path. int8 scales stay per sample (``[B, H, 1, D]``).
+    Prefixes are right-padded to the longest, or to ``length`` (a compiled step's shape bucket); one cache with
+    no ``length`` is returned as is (mask None), so batch 1 is exactly the unbatched path. int8 scales stay per
+    sample (``[B, H, 1, D]``).
     """
-    if len(caches) == 1:
+    if len(caches) == 1 and length is None:
         return caches[0], None
     kv_dtype = caches[0].kv_dtype
     if any(c.kv_dtype != kv_dtype for c in caches):
         raise ValueError("pack_prefix_caches: every cache in a batch must use the same kv_dtype")
     lengths = [c.get_seq_length() for c in caches]
-    longest = max(lengths)
+    longest = max(lengths) if length is None else length
+    if longest < max(lengths):
+        raise ValueError(f"pack_prefix_caches: length {length} is shorter than the longest prefix {max(lengths)}")
     packed = PrefixCache(len(caches[0].layers), kv_dtype)
     for i, layer in enumerate(packed.layers):
         parts = [c.layers[i] for c in caches]

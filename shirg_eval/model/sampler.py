@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .commit import commit_fixed, commit_threshold
+from .compiled import COMPILED_STEP, bucket_length
 from .kv_cache import KV_DTYPES, PrefixCache, cache_bytes, fill_prefix, pack_prefix_caches
 
 __all__ = ["GenerationConfig", "GenerationOutput", "StageClock", "cache_bytes", "commit_step", "generate",
@@ -51,6 +52,8 @@ class GenerationConfig:
     kv_dtype: str = "auto"  # prefix-cache storage: auto (model dtype), bf16, fp16, int8 (see kv_cache.py)
     decoding: str = "fixed"  # fixed (LaViDa's step schedule) | threshold (Fast-dLLM's confidence threshold)
     threshold: float = 0.9  # decoding=threshold: commit every masked position above this confidence
+    compile: bool = False  # torch.compile the cached step (static shapes; see compiled.py)
+    compile_bucket: int = 128  # compile=true: prefix slots are a multiple of this (padded, key-masked)
 
     def resolved(self) -> tuple[int, int, int]:
         """(block_length, number of blocks, steps per block), validated."""
@@ -78,6 +81,10 @@ class GenerationConfig:
             raise ValueError(f"kv_dtype {self.kv_dtype!r} is not one of {KV_DTYPES}")
         if self.decoding not in DECODINGS:
             raise ValueError(f"decoding {self.decoding!r} is not one of {DECODINGS}")
+        if self.compile and not self.prefix_cache:
+            raise ValueError("compile=true compiles the prefix-cached step: use prefix_cache=true")
+        if self.compile_bucket < 1:
+            raise ValueError(f"compile_bucket must be >= 1, got {self.compile_bucket}")
         if self.decoding == "threshold":
             if not self.threshold > 0:
                 raise ValueError(f"threshold must be > 0 (a confidence; > 1 commits one token per step), "
@@ -100,6 +107,7 @@ class GenerationOutput:
     sample_n_forward: list[int] = field(default_factory=list)  # per prompt: its prefill + steps it took part in
     sample_prefill_s: list[float] = field(default_factory=list)
     sample_cache_bytes: list[int] = field(default_factory=list)
+    compile_s: float = 0.0  # compile=true: the warm-up call that compiled a new shape (not in prefill/denoise)
 
 
 def transfer_counts(n_masked: int, steps: int, schedule: str | None = None) -> list[int]:
@@ -218,9 +226,10 @@ def generate_batch(model, prompts: Sequence[torch.Tensor], config: GenerationCon
     out = GenerationOutput(ids=canvas)
     clock = StageClock(device)
     clock.mark()
-    step = _prefix_cached_step(model, prompts, lengths, config, prefills, out, clock) if config.prefix_cache \
-        else _full_sequence_step(model, prompts, lengths, gen, clock)
-    n_prefill_marks = len(clock.marks) - 1
+    step = _prefix_cached_step(model, prompts, lengths, config, prefills, out, clock, canvas) \
+        if config.prefix_cache else _full_sequence_step(model, prompts, lengths, gen, clock)
+    n_prefill_marks = n if config.prefix_cache else 0
+    n_setup_marks = len(clock.marks) - 1  # prefills, then the compile warm-up (left out of every timing)
     out.sample_n_forward = [1 if config.prefix_cache else 0] * n
 
     def run_step(commit: Callable[[torch.Tensor, torch.Tensor], None], active: list[bool]) -> None:
@@ -259,15 +268,18 @@ def generate_batch(model, prompts: Sequence[torch.Tensor], config: GenerationCon
                     canvas, logits, masked, hi, config.threshold, flags, config.temperature, generators), active)
     durations = clock.seconds()
     out.sample_prefill_s = durations[:n_prefill_marks] if config.prefix_cache else [0.0] * n
-    out.prefill_s, out.step_s = sum(out.sample_prefill_s), durations[n_prefill_marks:]
+    out.prefill_s, out.step_s = sum(out.sample_prefill_s), durations[n_setup_marks:]
     out.denoise_s = sum(out.step_s)
     out.n_forward = (n if config.prefix_cache else 0) + out.n_steps
     return out
 
 
 def _prefix_cached_step(model, prompts, lengths, config: GenerationConfig, prefills, out: GenerationOutput,
-                        clock: StageClock) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Prefill every prompt alone, pack the caches; returns the step: answer embeddings -> logits."""
+                        clock: StageClock, canvas: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Prefill every prompt alone, pack the caches; returns the step: answer embeddings -> logits.
+
+    ``compile=true``: the packed prefix is padded to its shape bucket, the working buffers are allocated, and a
+    new shape is compiled now, on the first canvas (timed as ``compile_s``, one extra mark on the clock)."""
     caches = []
     for prompt, prefill in zip(prompts, prefills, strict=True):
         caches.append(prefill(model, prompt, config.kv_dtype) if prefill else fill_prefix(model, prompt,
@@ -275,13 +287,23 @@ def _prefix_cached_step(model, prompts, lengths, config: GenerationConfig, prefi
         clock.mark()
     out.sample_cache_bytes = [cache_bytes(c) for c in caches]
     out.prefix_cache_bytes = sum(out.sample_cache_bytes)
-    cache, prefix_padding = pack_prefix_caches(caches)
+    slots = None
+    if config.compile:
+        slots = bucket_length(max(c.get_seq_length() for c in caches), config.compile_bucket)
+    cache, prefix_padding = pack_prefix_caches(caches, slots)
     device, gen = prompts[0].device, config.gen_length
     # Answer positions follow each prompt's own length (FastV's pruned cache keeps the original positions).
     positions = torch.tensor(lengths, device=device)[:, None] + torch.arange(gen, device=device)[None]
     key_padding = None
     if prefix_padding is not None:
         key_padding = torch.cat([prefix_padding, prefix_padding.new_zeros(len(prompts), gen)], dim=1)
+
+    if config.compile:
+        cache.prepare_static(len(prompts), gen, prompts[0].dtype)
+        first = model.embed_tokens(canvas).to(prompts[0].dtype)
+        out.compile_s = COMPILED_STEP.warm(model, first, cache, positions, key_padding)
+        clock.mark()
+        return lambda answer_embeds: COMPILED_STEP(model, answer_embeds, cache, positions, key_padding)
 
     def step(answer_embeds: torch.Tensor) -> torch.Tensor:
         return model.logits(answer_embeds, cache=cache, position_ids=positions, key_padding=key_padding)
