@@ -23,7 +23,7 @@ import torch
 from .model.lavida import LavidaModel, VisualSequence
 from .model.loading import DEFAULT_PRETRAINED
 from .model.prompting import build_prompt_ids, decode_answer
-from .model.sampler import GenerationConfig, GenerationOutput, generate_batch, synced_perf_counter
+from .model.sampler import GenerationConfig, GenerationOutput, StageTimer, generate_batch, synced_perf_counter
 from .model.tiny import load_tokenizer
 from .selection.presets import VisualPath
 
@@ -38,6 +38,9 @@ class Answer:
     peak_mem_kind: str
     generation: GenerationOutput
     info: dict[str, Any] = field(default_factory=dict)
+    # model stages (ms): selection (incl. the query embedding), vision, projector, embed, prefill (this document's),
+    # denoise (the batch's): what shirg-bench reports
+    stages_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,17 +127,22 @@ class ShirgPipeline:
             t0 = time.perf_counter()
             prepared.append((self.path.prepare(q.image), build_prompt_ids(self.tokenizer, q.question)))
             pre_ms.append((time.perf_counter() - t0) * 1e3)
-        generators, visuals, prompts, prefills, vision_ms = [], [], [], [], []
+        generators, visuals, prompts, prefills, vision_ms, timers = [], [], [], [], [], []
         start = synced_perf_counter(device)
         for q, (views, prompt_ids) in zip(questions, prepared, strict=True):
             if q.sample_key is not None and len(questions) == 1:
                 self.reseed(q.sample_key)  # batch of one: the pipeline's own generator, as before batching
             generator = self.generator if len(questions) == 1 else self.generator_for(q.sample_key)
             t_start = synced_perf_counter(device)
+            timer = StageTimer(device)
             query = q.question if q.query is None else q.query
-            visual = self.path.encode(views, self.question_embeds(query), generator)
+            text_embeds = self.question_embeds(query)
+            timer.mark("selection")  # the query embedding the selector scores against
+            visual = self.path.encode(views, text_embeds, generator, timer)
             prompts.append(model.embed_prompt(prompt_ids, visual.embeds))
+            timer.mark("embed")
             vision_ms.append((synced_perf_counter(device) - t_start) * 1e3)
+            timers.append(timer)
             prefills.append(self.path.lm_prefill(prompt_ids, visual))  # FastV: selection inside the LM prefill
             generators.append(generator)
             visuals.append(visual)
@@ -163,7 +171,9 @@ class ShirgPipeline:
             info = {"prompt_positions": int(prompts[i].shape[1]),
                     "prefix_kv_mb": (out.sample_cache_bytes[i] if out.sample_cache_bytes else 0) / 2**20,
                     "n_forward": out.sample_n_forward[i], "batch_size": len(questions)}
-            answers.append(Answer(texts[i], out.ids[i:i + 1], visual, timings, peak, kind, out, info))
+            stages = {name: 0.0 for name in ("vision", "projector", "selection", "embed")} | timers[i].ms()
+            stages |= {"prefill": timings["prefill_ms"], "denoise": timings["denoise_ms"]}
+            answers.append(Answer(texts[i], out.ids[i:i + 1], visual, timings, peak, kind, out, info, stages))
         return answers
 
     def describe(self) -> dict[str, Any]:

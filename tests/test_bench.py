@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import REPO
 
 from shirg_eval.bench import cost_model as cm
@@ -296,3 +297,30 @@ def test_harness_overhead_smoke():
     result = measure("lavida_384", n_docs=3, gen_length=8)
     assert result["docs"] == 2 and result["direct_ms_per_sample"] > 0 and result["harness_ms_per_sample"] > 0
     assert "harness overhead (lavida_384, 2 docs" in report(result)
+
+
+@torch.no_grad()
+def test_bench_times_the_evaluation_path(tiny_model, tiny_tokenizer, monkeypatch):
+    """shirg-bench runs ShirgPipeline / VisualPath themselves (no copy of the path): the same ids as evaluation,
+    every stage timed, and the selectors with declared needs (tower attention, in-LM FastV) measurable."""
+    from shirg_eval.bench.stages import MODEL_STAGES, VariantRunner, bench_image
+    from shirg_eval.model.sampler import GenerationConfig
+    from shirg_eval.pipeline import ShirgPipeline
+    from shirg_eval.selection.presets import VisualPath
+
+    encodes = []
+    real_encode = VisualPath.encode
+    monkeypatch.setattr(VisualPath, "encode", lambda self, *a, **k: (encodes.append(self.name),
+                                                                     real_encode(self, *a, **k))[1])
+    image, config = bench_image(200, 150), GenerationConfig(gen_length=8, steps=8)
+    for variant in ("lavida", "shirg_fixed", "visionzip", "fastv"):
+        runner = VariantRunner(tiny_model, tiny_tokenizer, variant)
+        timed = runner.run(image, config)
+        evaluated = ShirgPipeline(model=tiny_model, tokenizer=tiny_tokenizer, variant=variant).answer(
+            image, runner.question, config, sample_key="bench/0")
+        assert timed.ids == evaluated.ids[0].tolist(), variant
+        assert set(timed.stages_ms) == set(MODEL_STAGES) and all(v > 0 for v in timed.stages_ms.values()), variant
+        assert timed.n_forward == 9 and timed.n_tokens == evaluated.visual.n_tokens
+        batch = runner.run(image, config, batch_size=2)  # one batched decode: the same answer per document
+        assert batch.ids == timed.ids
+    assert encodes.count("fastv") == 4 and encodes.count("visionzip") == 4  # bench 1 + evaluation 1 + batch 2

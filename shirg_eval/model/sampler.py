@@ -29,7 +29,7 @@ from .commit import commit_fixed, commit_threshold
 from .compiled import COMPILED_STEP, bucket_length
 from .kv_cache import KV_DTYPES, PrefixCache, cache_bytes, fill_prefix, pack_prefix_caches
 
-__all__ = ["GenerationConfig", "GenerationOutput", "StageClock", "cache_bytes", "commit_step", "generate",
+__all__ = ["GenerationConfig", "GenerationOutput", "StageClock", "StageTimer", "cache_bytes", "commit_step", "generate",
            "generate_batch", "synced_perf_counter", "transfer_counts"]
 
 SCHEDULES = (None, "shift", "cosine")
@@ -172,6 +172,33 @@ class StageClock:
             self.marks[-1].synchronize()
             return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:], strict=False)]
         return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+
+
+class StageTimer:
+    """Named stages on one :class:`StageClock`: ``mark(name)`` closes the stage ``name`` (started at the previous
+    mark); a name marked twice accumulates. The evaluation path marks its stages with it, so ``shirg-bench`` times
+    the very code evaluation runs."""
+
+    def __init__(self, device: torch.device):
+        self.clock = StageClock(device)
+        self.names: list[str] = []
+        self.clock.mark()
+
+    def mark(self, name: str) -> None:
+        self.clock.mark()
+        self.names.append(name)
+
+    def ms(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, seconds in zip(self.names, self.clock.seconds(), strict=True):
+            out[name] = out.get(name, 0.0) + seconds * 1e3
+        return out
+
+
+def mark(timer: StageTimer | None, name: str) -> None:
+    """``timer.mark(name)`` when timing, nothing otherwise."""
+    if timer is not None:
+        timer.mark(name)
 
 
 @torch.no_grad()
