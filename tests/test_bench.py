@@ -324,3 +324,26 @@ def test_bench_times_the_evaluation_path(tiny_model, tiny_tokenizer, monkeypatch
         batch = runner.run(image, config, batch_size=2)  # one batched decode: the same answer per document
         assert batch.ids == timed.ids
     assert encodes.count("fastv") == 4 and encodes.count("visionzip") == 4  # bench 1 + evaluation 1 + batch 2
+
+
+@torch.no_grad()
+def test_throughput_cells_and_threshold_comparison(tiny_model, tiny_tokenizer):
+    from shirg_eval.bench.throughput import (
+        compare_decoding,
+        measure_throughput,
+        reading_questions,
+        weight_read_floor,
+    )
+    from shirg_eval.pipeline import ShirgPipeline
+
+    pipe = ShirgPipeline(model=tiny_model, tokenizer=tiny_tokenizer, variant="lavida_384")
+    questions, gold = reading_questions(1)
+    assert len(questions) == len(gold) == 2 and questions[0].sample_key == "chart/0"
+    out = measure_throughput(pipe, questions, [1, 2], gen_length=4, compile_sizes=[], rounds=2)
+    assert set(out["cells"]) == {"b1", "b2"} and out["cells"]["b2"]["answers_differing_from_b1_eager"] == []
+    assert out["cells"]["b1"]["n_forward"] == 5 and out["ratios"]["b2 / b1 answers per s"]["n"] == 2
+    decoding = compare_decoding(pipe, 1, threshold=0.5, batch=2, n_boot=50)
+    chart = decoding["sets"]["chart"]
+    assert chart["forwards_fixed"] == 17 and chart["forwards_threshold"] <= 17
+    floor = weight_read_floor(tiny_model, copy_mb=4)
+    assert floor["lm_weight_bytes"] == 4 * sum(p.numel() for p in tiny_model.language_model.parameters())
