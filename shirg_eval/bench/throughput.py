@@ -150,6 +150,35 @@ def compare_decoding(pipe: ShirgPipeline, n: int, threshold: float, batch: int, 
     return out
 
 
+def agreement(model, tokenizer, variants: list[str], n: int, batch: int) -> dict[str, Any]:
+    """Per variant, on ``n`` test documents per reading set (the tasks' gen lengths, greedy): the answers at batch
+    ``batch`` eager and at batch ``batch`` compiled against batch 1 eager; differing documents listed by key, and
+    each mode's accuracy."""
+    from ..reference.evaluate import TASK_GEN_LENGTH
+
+    out: dict[str, Any] = {"documents_per_set": n, "batch": batch, "variants": {}}
+    for variant in variants:
+        pipe = ShirgPipeline(model=model, tokenizer=tokenizer, variant=variant)
+        row: dict[str, Any] = {}
+        for kind in KINDS:
+            questions, gold = reading_questions(n, (kind,))
+            answers = {}
+            for mode, size, compiled in (("b1", 1, False), (f"b{batch}", batch, False),
+                                         (f"b{batch}|compiled", batch, True)):
+                config = GenerationConfig(gen_length=TASK_GEN_LENGTH[kind], compile=compiled)
+                answers[mode] = [a.text.strip() for lo in range(0, len(questions), size)
+                                 for a in pipe.answer_batch(questions[lo:lo + size], config)]
+            for mode, got in answers.items():
+                row.setdefault(mode, {"accuracy": {}, "differing": []})
+                row[mode]["accuracy"][kind] = 100 * statistics.mean(a == g for a, g in zip(got, gold, strict=True))
+                row[mode]["differing"] += [q.sample_key for q, a, b in zip(questions, got, answers["b1"], strict=True)
+                                           if a != b]
+        out["variants"][variant] = row
+        print(f"{variant:>14}: " + "; ".join(f"{m} acc {r['accuracy']} differing {r['differing'] or 'none'}"
+                                             for m, r in row.items()), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shirg_eval.bench.throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pretrained", help="a checkpoint (e.g. models/reference); else --dims")
@@ -166,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also compare threshold with fixed decoding on this many documents per set")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--copy-mb", type=int, default=256, help="tensor size for the copy-bandwidth probe (MiB)")
+    parser.add_argument("--agreement-docs", type=int, default=0,
+                        help="instead: batch-N eager / compiled answers vs batch 1 eager on this many documents per "
+                             "set, for every variant in --agreement-variants (N = the largest --batch-sizes)")
+    parser.add_argument("--agreement-variants", default="all")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -177,9 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     if 1 not in sizes:
         sizes.insert(0, 1)  # ratios are against batch 1, measured in the same rounds
-    questions, _ = reading_questions(args.docs)
     report: dict[str, Any] = {"model": desc, "device": str(model.device), "variant": args.variant,
                               "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if args.agreement_docs:
+        from ..selection.presets import VARIANTS
+
+        names = list(VARIANTS) if args.agreement_variants == "all" else args.agreement_variants.split(",")
+        report["agreement"] = agreement(model, tokenizer, names, args.agreement_docs, max(sizes))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(report, fh, indent=1)
+        return 0
+    questions, _ = reading_questions(args.docs)
     compile_sizes = [] if not args.compile else (
         [int(b) for b in args.compile_batch_sizes.split(",") if b] if args.compile_batch_sizes else sizes)
     if not set(compile_sizes) <= set(sizes):
