@@ -81,10 +81,11 @@ def _tiny_prompts(model, lengths=(30, 55, 41)) -> list[torch.Tensor]:
 @pytest.mark.parametrize("options", [
     dict(), dict(kv_dtype="int8"), dict(kv_dtype="bf16"), dict(prefix_cache=False),
     dict(decoding="threshold", threshold=0.3), dict(temperature=0.8), dict(remasking="random"),
+    dict(decoding="threshold", threshold=0.3, temperature=0.8, gen_length=24),  # blocks finish at different steps
 ])
 def test_each_answer_is_its_batch_of_one(tiny_model, options):
     prompts = _tiny_prompts(tiny_model)
-    config = GenerationConfig(gen_length=16, block_length=8, **options)
+    config = GenerationConfig(**{"gen_length": 16, "block_length": 8, **options})
 
     def gens():
         return [torch.Generator().manual_seed(100 + i) for i in range(len(prompts))]

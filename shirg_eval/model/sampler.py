@@ -290,9 +290,8 @@ def generate_batch(model, prompts: Sequence[torch.Tensor], config: GenerationCon
                 active = [c > 0 for c in left]
                 if not any(active):
                     break
-                flags = torch.tensor(active, device=device)
-                run_step(lambda logits, masked, hi=hi, flags=flags: commit_threshold(
-                    canvas, logits, masked, hi, config.threshold, flags, config.temperature, generators), active)
+                run_step(lambda logits, masked, hi=hi, active=active: commit_threshold(
+                    canvas, logits, masked, hi, config.threshold, active, config.temperature, generators), active)
     durations = clock.seconds()
     out.sample_prefill_s = durations[:n_prefill_marks] if config.prefix_cache else [0.0] * n
     out.prefill_s, out.step_s = sum(out.sample_prefill_s), durations[n_setup_marks:]
