@@ -145,7 +145,7 @@ def compare_decoding(pipe: ShirgPipeline, n: int, threshold: float, batch: int, 
             "accuracy_threshold": 100 * statistics.mean(scores["threshold"].values()),
             "delta_points": {"estimate": 100 * delta.estimate, "low": 100 * delta.low, "high": 100 * delta.high},
             "forwards_fixed": forwards["fixed"], "forwards_threshold": forwards["threshold"],
-            "answers_differing": sum(scores["fixed"][k] != scores["threshold"][k] for k in scores["fixed"]),
+            "scores_differing": sum(scores["fixed"][k] != scores["threshold"][k] for k in scores["fixed"]),
         }
     return out
 
