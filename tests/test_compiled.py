@@ -10,7 +10,7 @@ import torch
 from conftest import TEST_DEVICE, TEST_DTYPE, fixture_sets, load_golden_model
 from safetensors.torch import load_file
 
-from shirg_eval.model.compiled import COMPILE_STATS, bucket_length
+from shirg_eval.model.compiled import COMPILE_STATS, RECOMPILE_LIMIT, bucket_length
 from shirg_eval.model.sampler import GenerationConfig, generate, generate_batch
 
 SETS = fixture_sets()
@@ -48,6 +48,9 @@ def test_compiled_step_gives_the_eager_ids_and_compiles_per_bucket(tiny_model):
     assert COMPILE_STATS.graph_breaks == before[1]
     assert COMPILE_STATS.compile_s > 0 and [1, 128, 16] in COMPILE_STATS.shapes
     assert COMPILE_STATS.recompiles <= len(COMPILE_STATS.shapes)  # at most one per shape bucket
+    assert COMPILE_STATS.eager_fallbacks == 0
+    # a sweep meets more buckets than dynamo's default 8 shapes per function: the limit is raised
+    assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
 
 
 @pytest.mark.slow

@@ -11,7 +11,10 @@ default mode.
 Compilation happens in a warm-up call made when a shape is seen for the first time (on that answer's first canvas;
 its logits are discarded and it is not an ``n_forward``): its wall time is the answer's ``compile_s``, reported
 apart and left out of latency. :data:`COMPILE_STATS` counts, for the process, frames compiled, graph breaks and
-recompiles (frames compiled beyond the first), read from dynamo's own counters.
+recompiles (frames compiled beyond the first), read from dynamo's own counters. Dynamo stops compiling a function
+after ``recompile_limit`` shapes (8 by default) and runs new ones eagerly; a process that serves a sweep meets more
+buckets than that, so the limit is raised to :data:`RECOMPILE_LIMIT`, and a new shape that still compiled nothing
+is counted in ``eager_fallbacks``.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ class CompileStats:
     recompiles: int = 0
     compile_s: float = 0.0
     shapes: list[list[int]] = field(default_factory=list)  # [batch, prefix slots, canvas] compiled
+    eager_fallbacks: int = 0  # new shapes dynamo did not compile (it runs them eagerly): should stay 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 COMPILE_STATS = CompileStats()
+RECOMPILE_LIMIT = 256  # shapes per process (batch sizes x prefix buckets x canvases x models)
 
 
 def bucket_length(length: int, bucket: int) -> int:
@@ -66,6 +71,11 @@ class CompiledStep:
 
     def _compiled(self, device: torch.device):
         if self.fn is None:
+            import torch._dynamo.config as dynamo_config
+
+            for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+                if hasattr(dynamo_config, name):
+                    setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
             COMPILE_STATS.mode = "reduce-overhead" if device.type == "cuda" else "default"
             self.fn = torch.compile(_cached_step, dynamic=False, mode=COMPILE_STATS.mode)
         return self.fn
@@ -86,6 +96,7 @@ class CompiledStep:
         frames, breaks = _dynamo_counts()
         self.seen.add(shape)
         COMPILE_STATS.frames_compiled += frames - frames_before
+        COMPILE_STATS.eager_fallbacks += int(frames == frames_before)
         COMPILE_STATS.graph_breaks += breaks - breaks_before
         COMPILE_STATS.recompiles = max(0, COMPILE_STATS.frames_compiled - 1)
         COMPILE_STATS.compile_s += seconds
