@@ -13,8 +13,8 @@ its logits are discarded and it is not an ``n_forward``): its wall time is the a
 apart and left out of latency. :data:`COMPILE_STATS` counts, for the process, frames compiled, graph breaks and
 recompiles (frames compiled beyond the first), read from dynamo's own counters. Dynamo stops compiling a function
 after ``recompile_limit`` shapes (8 by default) and runs new ones eagerly; a process that serves a sweep meets more
-buckets than that, so the limit is raised to :data:`RECOMPILE_LIMIT`, and a new shape that still compiled nothing
-is counted in ``eager_fallbacks``.
+buckets than that, so the limit is raised to :data:`RECOMPILE_LIMIT`. (A new shape key whose graph dynamo can reuse,
+e.g. another storage dtype -- the step reads only the compute-dtype working buffer -- compiles no new frame.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class CompileStats:
     recompiles: int = 0
     compile_s: float = 0.0
     shapes: list[list[int]] = field(default_factory=list)  # [batch, prefix slots, canvas] compiled
-    eager_fallbacks: int = 0  # new shapes dynamo did not compile (it runs them eagerly): should stay 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +95,6 @@ class CompiledStep:
         frames, breaks = _dynamo_counts()
         self.seen.add(shape)
         COMPILE_STATS.frames_compiled += frames - frames_before
-        COMPILE_STATS.eager_fallbacks += int(frames == frames_before)
         COMPILE_STATS.graph_breaks += breaks - breaks_before
         COMPILE_STATS.recompiles = max(0, COMPILE_STATS.frames_compiled - 1)
         COMPILE_STATS.compile_s += seconds
