@@ -4,13 +4,17 @@ Steps: ``preflight`` (imports, CUDA, fixtures, card and versions; stops the run 
 missing), ``fidelity_fp32`` (tests/test_fidelity.py + tests/test_kv_cache.py against the golden fixtures on the
 device in float32), ``fidelity_bf16`` (tests/test_fidelity.py in bfloat16 with its documented tolerances),
 ``bench`` (``shirg-bench --dims real``: lavida_384, lavida_672, shirg_fixed, pool_k; prefix cache on/off; prefix KV
-bf16 vs int8; 30 steps; interleaved rounds), ``harness`` (``shirg-bench --harness-overhead`` on the tiny model).
+bf16 vs int8; 30 steps; interleaved rounds), ``throughput`` (``python -m shirg_eval.bench.throughput --dims real``:
+shirg_fixed answers/s at batch 1/8/16, the batch-1 and batch-8 step eager vs ``compile=true`` -- reduce-overhead,
+CUDA graphs -- and the batch-1 step over the weight-read floor, LM weight bytes / measured copy bandwidth),
+``harness`` (``shirg-bench --harness-overhead`` on the tiny model).
 ``--dry-run`` runs the same steps on the CPU at tiny dims (random init through the same on-device path), with
 fewer rounds and steps, in under a minute: CI runs it so the kit cannot rot.
 
 Every step writes its result as it finishes; ``gpu_check.json`` and ``gpu_check.md`` (:mod:`gpu_summary`) are
-rewritten after each step, so a run stopped from outside still leaves what it measured. Output files (at most 8, for the device tool):
-gpu_check.json, gpu_check.md, gpu_check.log, fidelity_fp32.xml, fidelity_bf16.xml, bench.json, harness.json.
+rewritten after each step, so a run stopped from outside still leaves what it measured. Output files (at most 8, for the
+device tool): gpu_check.json, gpu_check.md, gpu_check.log, and at the end gpu_check_raw.tar.gz holding the raw
+fidelity_fp32.xml, fidelity_bf16.xml, bench.json, throughput.json and harness.json (before the end they lie beside).
 Stdlib only at import, so it can report a broken environment.
 """
 
@@ -250,7 +254,17 @@ def steps(python: str, out: Path, fixtures: Path, dry_run: bool) -> list[Step]:
     if dry_run:  # same cells and code path (random init built on the device), tiny dims, fewer rounds and steps
         bench += ["--dims", "tiny", "--random-init", "--runs", "2", "--steps", "4", "--gen-length", "4"]
     else:
-        bench += ["--dims", "real", "--runs", "5", "--steps", "30", "--gen-length", "32"]
+        bench += ["--dims", "real", "--runs", "3", "--steps", "30", "--gen-length", "32"]
+    # batch 1/8/16 throughput and the batch-1 step eager vs compiled (reduce-overhead: CUDA graphs) vs the
+    # weight-read floor; compiling at real dims takes minutes per shape, so only batch 1 and 8 are compiled there
+    throughput = [python, "-m", "shirg_eval.bench.throughput", "--variant", "shirg_fixed", "--compile",
+                  "--json", str(out / "throughput.json")]
+    if dry_run:
+        throughput += ["--dims", "tiny", "--batch-sizes", "1,2", "--docs", "1", "--rounds", "1", "--gen-length", "4",
+                       "--copy-mb", "16"]
+    else:
+        throughput += ["--dims", "real", "--batch-sizes", "1,8,16", "--compile-batch-sizes", "1,8", "--docs", "8",
+                       "--rounds", "2", "--gen-length", "32", "--copy-mb", "2048"]
     harness = [python, "-m", "shirg_eval.bench.cli", "--harness-overhead", "--variants", "shirg_fixed",
                "--harness-docs", "3" if dry_run else "8", "--json", str(out / "harness.json")]
     unbuffered = {"PYTHONUNBUFFERED": "1"}
@@ -263,10 +277,28 @@ def steps(python: str, out: Path, fixtures: Path, dry_run: bool) -> list[Step]:
              output="fidelity_fp32.xml"),
         Step("fidelity_bf16", 60 * scale, [*pytest, "--junitxml", str(out / "fidelity_bf16.xml"), "tests/test_fidelity.py"],
              {**fid_env, "SHIRG_TEST_DTYPE": "bfloat16"}, output="fidelity_bf16.xml"),
-        Step("bench", 240 * scale, bench, unbuffered, output="bench.json"),
-        Step("harness", 120 * scale, harness, {**unbuffered, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        Step("bench", 150 * scale, bench, unbuffered, output="bench.json"),
+        Step("throughput", 150 * scale, throughput, unbuffered, output="throughput.json"),
+        Step("harness", 60 * scale, harness, {**unbuffered, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
              needs="harness", output="harness.json"),
     ]
+
+
+RAW_ARCHIVE = "gpu_check_raw.tar.gz"
+
+
+def pack_raw(out: Path) -> None:
+    """Every step's raw file (junit XML, bench/harness/throughput JSON) into one archive beside the summaries, which
+    keep their parsed results: gpu_check.json, gpu_check.md, gpu_check.log and the archive come back."""
+    import tarfile
+
+    keep = {"gpu_check.json", "gpu_check.md", "gpu_check.log", RAW_ARCHIVE}
+    raw = sorted(p for p in out.iterdir() if p.is_file() and p.name not in keep and not p.name.endswith(".tmp"))
+    with tarfile.open(out / RAW_ARCHIVE, "w:gz") as tar:
+        for path in raw:
+            tar.add(path, arcname=path.name)
+    for path in raw:
+        path.unlink()
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -282,15 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny dims, short: what CI runs")
     p.add_argument("--out", type=Path, default=None, help="output folder (default $OUT, else runs/gpu_check)")
     p.add_argument("--budget", type=float, default=None,
-                   help="seconds for all steps together (default 390 on a GPU, 240 for --dry-run, which needs about "
-                        "60 on an idle 2-core CPU)")
+                   help="seconds for all steps together (default 470 on a GPU: with the wheels' install one device call "
+                        "of under 9 min; 300 "
+                        "for --dry-run, which needs about 90 on an idle 2-core CPU)")
     p.add_argument("--skip-harness", action="store_true", help="leave out the lmms_eval overhead step")
     p.add_argument("--fixtures", type=Path, default=None, help="golden fixtures (default .gpu/fixtures/lavida)")
     p.add_argument("--python", default=sys.executable, help="interpreter for the steps")
     p.add_argument("--only", default=None, help="comma-separated step names to run (default: all)")
     args = p.parse_args(argv)
     out = args.out or Path(os.environ.get("OUT") or REPO / "runs" / "gpu_check")
-    budget = args.budget or (240.0 if args.dry_run else 390.0)
+    budget = args.budget or (300.0 if args.dry_run else 470.0)
     fixtures = (args.fixtures or default_fixtures()).resolve()
     run = Run(out.resolve(), budget, args.dry_run)
     run.say(f"gpu_check: {run.summary['mode']}, budget {budget:.0f} s, output {run.out}")
@@ -308,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         run.summary["env"]["nvidia_smi_after"] = nvidia_smi()
     run.write()
+    pack_raw(run.out)
     run.say("\n" + markdown(run.summary, compact=True))
     failed = [n for n, r in run.summary["steps"].items() if r["status"] != "ok"]
     run.say(f"gpu_check: {'all steps ok' if not failed else 'not ok: ' + ', '.join(failed)}; "

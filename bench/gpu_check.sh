@@ -3,7 +3,7 @@
 # summary under $OUT (or --out DIR). Run from anywhere; everything it needs travels in the repository:
 #
 #   make gpu-prep                                   # here, with PyPI: .gpu/ = wheels + golden fixtures (~35 MiB)
-#   bash bench/gpu_check.sh --out "$OUT"            # on the GPU machine (carry .gpu), about 4 of its 6.5-min budget
+#   bash bench/gpu_check.sh --out "$OUT"            # on the GPU machine (carry .gpu): one call of under 9 min
 #   bash bench/gpu_check.sh --dry-run --out DIR     # on a CPU: the same steps at tiny dims in under a minute (CI)
 #
 # Options after the first are passed to bench/gpu_check.py (--budget S, --skip-harness, --only STEPS, --fixtures DIR).

@@ -39,7 +39,7 @@ def collect_results(out: Path) -> dict:
     res: dict = {}
     for name in ("fidelity_fp32", "fidelity_bf16"):
         res[name] = junit(out / f"{name}.xml")
-    for name in ("bench", "harness"):
+    for name in ("bench", "harness", "throughput"):
         path = out / f"{name}.json"
         try:
             res[name] = json.loads(path.read_text()) if path.is_file() else None
@@ -63,6 +63,32 @@ def _worst(cases: list[dict]) -> str:
                 continue
     parts = [f"{k} {v:.2e}" for k, v in sorted(worst.items())]
     return "; ".join(parts + ([f"ids agreeing {', '.join(ids)}"] if ids else []))
+
+
+def throughput_lines(tp: dict | None) -> list[str]:
+    """Answers/s per (batch, eager|compiled) cell, within-round ratios, the step against the weight-read floor."""
+    if not tp or "throughput" not in tp:
+        return []
+    t, floor = tp["throughput"], tp.get("floor") or {}
+    lines = ["", f"## throughput ({tp['model']}, {tp['device']}, variant {tp['variant']}, {t['documents']} documents, "
+             f"{t['rounds']} interleaved rounds, gen {t['gen_length']})", "",
+             "| cell | answers/s | step ms | step / floor | answers differing from b1 eager |", "|---|---|---|---|---|"]
+    for key, c in t["cells"].items():
+        a, s = c["answers_per_s"], c["step_ms"]
+        over = f"{c['step_over_floor']:.2f}" if "step_over_floor" in c else "-"
+        lines.append(f"| {key} | {a['median']:.2f} [{a['min']:.2f}, {a['max']:.2f}] | {s['median']:.2f} | {over} | "
+                     f"{len(c['answers_differing_from_b1_eager'])} |")
+    lines += ["", "| ratio | median [min, max] |", "|---|---|"]
+    lines += [f"| {k} | {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}]{' NOISY' if r['noisy'] else ''} |"
+              for k, r in t["ratios"].items()]
+    if floor:
+        lines += ["", f"weight-read floor {floor['floor_ms']:.3f} ms: {floor['lm_weight_bytes'] / 1e9:.2f} GB of LM "
+                  f"weights at {floor['copy_bandwidth_gb_s']:.0f} GB/s measured copy bandwidth"]
+    if t.get("compile_stats"):
+        cs = t["compile_stats"]
+        lines.append(f"compiled ({cs['mode']}): {cs['frames_compiled']} frames, {cs['graph_breaks']} graph breaks, "
+                     f"{cs['recompiles']} recompiles, shapes {cs['shapes']}, {cs['compile_s']:.0f} s compiling")
+    return lines
 
 
 def markdown(summary: dict, compact: bool = False) -> str:
@@ -111,6 +137,7 @@ def markdown(summary: dict, compact: bool = False) -> str:
         except Exception as err:  # the summary must never fail: fall back to the raw figures
             lines += [f"(tables unavailable: {type(err).__name__}: {err})", "```",
                       json.dumps(bench.get("ratios"), indent=1, default=str)[:4000], "```"]
+    lines += throughput_lines(res.get("throughput"))
     harness = res.get("harness")
     if harness and "overhead" in harness:
         lines += ["", "## harness overhead", "",

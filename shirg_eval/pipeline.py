@@ -2,6 +2,11 @@
 
 image -> :class:`VisualPath` (views, SigLIP, projector, selection) -> prompt embeddings -> masked-diffusion
 decoding -> text. Timings are model time from preprocessed pixels to text; PIL preprocessing is reported apart.
+
+:meth:`ShirgPipeline.answer_batch` answers several documents with one batched decode: the visual side and each
+prefill run per document, the denoising steps once for the batch. In a batch, ``latency_ms`` is the batch's wall
+time (what each of its answers waited) and ``amortized_latency_ms`` that time over the batch size (the throughput
+figure); ``preprocess_ms``, ``vision_ms`` and ``prefill_ms`` stay the document's own.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 from .model.lavida import LavidaModel, VisualSequence
 from .model.loading import DEFAULT_PRETRAINED
 from .model.prompting import build_prompt_ids, decode_answer
-from .model.sampler import GenerationConfig, GenerationOutput, generate, synced_perf_counter
+from .model.sampler import GenerationConfig, GenerationOutput, StageTimer, generate_batch, synced_perf_counter
 from .model.tiny import load_tokenizer
 from .selection.presets import VisualPath
 
@@ -33,6 +38,20 @@ class Answer:
     peak_mem_kind: str
     generation: GenerationOutput
     info: dict[str, Any] = field(default_factory=dict)
+    # model stages (ms): selection (incl. the query embedding), vision, projector, embed, prefill (this document's),
+    # denoise (the batch's): what shirg-bench reports
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Question:
+    """One document to answer: ``question`` is the whole prompt the LM reads, ``query`` what conditions selection
+    (default: ``question``), ``sample_key`` seeds the document's own RNG (None: the pipeline's running generator)."""
+
+    image: Any
+    question: str
+    sample_key: str | None = None
+    query: str | None = None
 
 
 def cpu_peak_rss_gb() -> float:
@@ -78,6 +97,14 @@ class ShirgPipeline:
         digest = hashlib.sha256(f"{self.seed}:{sample_key}".encode()).digest()
         self.generator.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
+    def generator_for(self, sample_key: str | None) -> torch.Generator:
+        """The document's generator: seeded from (seed, key) -- so answers do not depend on order, sharding or
+        batch -- or, without a key, the pipeline's running one."""
+        if sample_key is None:
+            return self.generator
+        digest = hashlib.sha256(f"{self.seed}:{sample_key}".encode()).digest()
+        return torch.Generator(device=self.model.device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
     @torch.no_grad()
     def answer(self, image, question: str, config: GenerationConfig | None = None,
                sample_key: str | None = None, *, query: str | None = None) -> Answer:
@@ -86,39 +113,68 @@ class ShirgPipeline:
         ``query`` is the text whose embeddings condition the selectors' relevance (default: ``question``); the
         harness passes the document's question alone so that task instructions do not steer selection.
         """
+        return self.answer_batch([Question(image, question, sample_key, query)], config)[0]
+
+    @torch.no_grad()
+    def answer_batch(self, questions: list[Question], config: GenerationConfig | None = None) -> list[Answer]:
+        """Answer every document with one batched decode (see the module docstring for what the timings mean)."""
         config = config or GenerationConfig()
         model, device = self.model, self.model.device
-        if sample_key is not None:
-            self.reseed(sample_key)
-        t0 = time.perf_counter()
-        views = self.path.prepare(image)
-        prompt_ids = build_prompt_ids(self.tokenizer, question)
-        t_pre = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        prepared, pre_ms = [], []
+        for q in questions:  # PIL preprocessing first: reported apart, never inside the batch's latency
+            t0 = time.perf_counter()
+            prepared.append((self.path.prepare(q.image), build_prompt_ids(self.tokenizer, q.question)))
+            pre_ms.append((time.perf_counter() - t0) * 1e3)
+        generators, visuals, prompts, prefills, vision_ms, timers = [], [], [], [], [], []
         start = synced_perf_counter(device)
-        visual = self.path.encode(views, self.question_embeds(question if query is None else query), self.generator)
-        prompt = model.embed_prompt(prompt_ids, visual.embeds)
-        t_vis = synced_perf_counter(device)
-        lm_prefill = self.path.lm_prefill(prompt_ids, visual)  # FastV: selection inside the LM prefill
-        out = generate(model, prompt, config, generator=self.generator, prefill=lm_prefill)
-        if lm_prefill is not None:
-            visual = lm_prefill.apply(visual)  # what the LM kept, and the prefill cost FastV added
-        text = decode_answer(self.tokenizer, out.ids, model.config.mask_token_id)
+        for q, (views, prompt_ids) in zip(questions, prepared, strict=True):
+            if q.sample_key is not None and len(questions) == 1:
+                self.reseed(q.sample_key)  # batch of one: the pipeline's own generator, as before batching
+            generator = self.generator if len(questions) == 1 else self.generator_for(q.sample_key)
+            t_start = synced_perf_counter(device)
+            timer = StageTimer(device)
+            query = q.question if q.query is None else q.query
+            text_embeds = self.question_embeds(query)
+            timer.mark("selection")  # the query embedding the selector scores against
+            visual = self.path.encode(views, text_embeds, generator, timer)
+            prompts.append(model.embed_prompt(prompt_ids, visual.embeds))
+            timer.mark("embed")
+            vision_ms.append((synced_perf_counter(device) - t_start) * 1e3)
+            timers.append(timer)
+            prefills.append(self.path.lm_prefill(prompt_ids, visual))  # FastV: selection inside the LM prefill
+            generators.append(generator)
+            visuals.append(visual)
+        out = generate_batch(model, prompts, config, generators=generators, prefills=prefills)
+        texts = [decode_answer(self.tokenizer, out.ids[i:i + 1], model.config.mask_token_id)
+                 for i in range(len(questions))]
         end = synced_perf_counter(device)
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
         else:
             peak, kind = cpu_peak_rss_gb(), "cpu_peak_rss"
-        timings = {
-            "preprocess_ms": (t_pre - t0) * 1e3,
-            "vision_ms": (t_vis - start) * 1e3,
-            "prefill_ms": out.prefill_s * 1e3,
-            "denoise_ms": out.denoise_s * 1e3,
-            "latency_ms": (end - start) * 1e3,
-        }
-        info = {"prompt_positions": int(prompt.shape[1]), "prefix_kv_mb": out.prefix_cache_bytes / 2**20}
-        return Answer(text, out.ids, visual, timings, peak, kind, out, info)
+        latency_ms = (end - start - out.compile_s) * 1e3  # compile=true: compiling a new shape is not latency
+        answers = []
+        for i, (visual, prefill) in enumerate(zip(visuals, prefills, strict=True)):
+            if prefill is not None:
+                visual = prefill.apply(visual)  # what the LM kept, and the prefill cost FastV added
+            timings = {
+                "preprocess_ms": pre_ms[i],
+                "vision_ms": vision_ms[i],
+                "prefill_ms": out.sample_prefill_s[i] * 1e3,
+                "denoise_ms": out.denoise_s * 1e3,
+                "latency_ms": latency_ms,
+                "amortized_latency_ms": latency_ms / len(questions),
+                "compile_ms": out.compile_s * 1e3,
+            }
+            info = {"prompt_positions": int(prompts[i].shape[1]),
+                    "prefix_kv_mb": (out.sample_cache_bytes[i] if out.sample_cache_bytes else 0) / 2**20,
+                    "n_forward": out.sample_n_forward[i], "batch_size": len(questions)}
+            stages = {name: 0.0 for name in ("vision", "projector", "selection", "embed")} | timers[i].ms()
+            stages |= {"prefill": timings["prefill_ms"], "denoise": timings["denoise_ms"]}
+            answers.append(Answer(texts[i], out.ids[i:i + 1], visual, timings, peak, kind, out, info, stages))
+        return answers
 
     def describe(self) -> dict[str, Any]:
         """What actually runs: recorded beside every result row."""

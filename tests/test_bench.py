@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import REPO
 
 from shirg_eval.bench import cost_model as cm
@@ -68,12 +69,21 @@ def test_prefix_cache_traffic_by_hand():
     d = cm.BenchDims("t", d_model=8, n_heads=2, n_layers=3, mlp_hidden_size=16, vocab_size=10, vision_hidden=4,
                      vision_intermediate=8, vision_heads=1, vision_layers=1, dtype="bfloat16")
     elems = 2 * 3 * 2 * 4 * 10  # K and V, layers, heads, head_dim, prefix positions
-    assert cm.prefix_traffic_bytes(d, 10, "auto") == cm.prefix_traffic_bytes(d, 10, "bf16") == (0.0, elems * 4)
-    assert cm.prefix_traffic_bytes(d, 10, "int8") == (elems * (2 + 45), elems * (17 + 2 + 4))
-    assert cm.prefix_traffic_bytes(d, 10, "fp16") == (elems * 4, elems * (2 + 2 + 4))
-    c = cm.variant_costs(d, cm.Geometry(1, 28, 4, "full"), text_tokens=6, gen_length=2, steps=3, kv_dtype="int8")
+    def concat(kv):
+        return cm.prefix_traffic_bytes(d, 10, kv, "concat")
+
+    assert concat("auto") == concat("bf16") == (0.0, elems * 4)
+    assert concat("int8") == (elems * (2 + 45), elems * (17 + 2 + 4))
+    assert concat("fp16") == (elems * 4, elems * (2 + 2 + 4))
+    canvas = 2 * 3 * 2 * 4 * 2 * 4  # static: every step writes its 2 canvas positions' K and V (read + write)
+    assert cm.prefix_traffic_bytes(d, 10, "auto", "static", 2) == (elems * 4, canvas)
+    assert cm.prefix_traffic_bytes(d, 10, "int8", "static", 2) == (elems * (47 + 19 + 4), canvas)
+    c = cm.variant_costs(d, cm.Geometry(1, 28, 4, "full"), text_tokens=6, gen_length=2, steps=3, kv_dtype="int8",
+                         cache="concat")
     assert c["step_kv"].bytes == elems * 23 and c["prefill_kv"].bytes == elems * 47
     assert c["denoise_cached"].bytes == 3 * (c["step_cached"].bytes + c["step_kv"].bytes)
+    with pytest.raises(ValueError, match="cache"):
+        cm.prefix_traffic_bytes(d, 10, "auto", "dynamic")
 
 
 def test_overheads_floor_and_overlap():
@@ -87,8 +97,10 @@ def test_overheads_floor_and_overlap():
     assert hw.stage_seconds([cm.Cost(1000, 0), cm.Cost(0, 50)], 1.0) == pytest.approx(o.combine(15.0, 1.0))
     assert cm.Hardware("y", 200.0, 10.0).stage_seconds([cm.Cost(1000, 0), cm.Cost(0, 50)], 99.0) == 5.0 + 5.0
     real = cm.DIMS["real"]
-    floors = cm.host_floors(real, cm.DEFAULT_GEOMETRY["shirg_fixed"], o, "int8")
+    floors = cm.host_floors(real, cm.DEFAULT_GEOMETRY["shirg_fixed"], o, "int8", "concat")
     assert floors["step_nocache"] == 32 * 1.0 and floors["step_cached"] == floors["prefill"] == 32 * 1.25
+    static = cm.host_floors(real, cm.DEFAULT_GEOMETRY["shirg_fixed"], o, "int8")  # int8 decodes once, not per step
+    assert static["step_cached"] == 32 * 1.0 and static["prefill"] == 32 * 1.25
     assert floors["vision"] == 26 * 0.5 + 2.0 + 3.0  # 672 px: position embeddings interpolated
     assert cm.host_floors(real, cm.DEFAULT_GEOMETRY["lavida_384"], o)["vision"] == 26 * 0.5 + 2.0
     # the roofline alone stays in every prediction; without overheads the two agree
@@ -107,7 +119,8 @@ def test_h200_profile_reproduces_the_recorded_h200_run():
     geom = {v: cm.Geometry(cm.DEFAULT_GEOMETRY[v].views, cm.DEFAULT_GEOMETRY[v].resolution, row["visual_tokens"],
                            cm.DEFAULT_GEOMETRY[v].selection) for v, row in run["variants"].items()}
     text = run["variants"]["lavida_384"]["prompt_positions"] - run["variants"]["lavida_384"]["visual_tokens"]
-    pred = cm.predict(dims, cm.HARDWARE["h200"], geom, text, 32, 30, "bf16")
+    pred = cm.predict(dims, cm.HARDWARE["h200"], geom, text, 32, 30, "bf16", cache="concat")  # that run's cache
+    assert pred["lavida_384"]["regime"].endswith("prefix cache concat")
     checked = 0
     for r in run["ratios"]:
         if r["kind"] == "latency":
@@ -296,3 +309,53 @@ def test_harness_overhead_smoke():
     result = measure("lavida_384", n_docs=3, gen_length=8)
     assert result["docs"] == 2 and result["direct_ms_per_sample"] > 0 and result["harness_ms_per_sample"] > 0
     assert "harness overhead (lavida_384, 2 docs" in report(result)
+
+
+@torch.no_grad()
+def test_bench_times_the_evaluation_path(tiny_model, tiny_tokenizer, monkeypatch):
+    """shirg-bench runs ShirgPipeline / VisualPath themselves (no copy of the path): the same ids as evaluation,
+    every stage timed, and the selectors with declared needs (tower attention, in-LM FastV) measurable."""
+    from shirg_eval.bench.stages import MODEL_STAGES, VariantRunner, bench_image
+    from shirg_eval.model.sampler import GenerationConfig
+    from shirg_eval.pipeline import ShirgPipeline
+    from shirg_eval.selection.presets import VisualPath
+
+    encodes = []
+    real_encode = VisualPath.encode
+    monkeypatch.setattr(VisualPath, "encode", lambda self, *a, **k: (encodes.append(self.name),
+                                                                     real_encode(self, *a, **k))[1])
+    image, config = bench_image(200, 150), GenerationConfig(gen_length=8, steps=8)
+    for variant in ("lavida", "shirg_fixed", "visionzip", "fastv"):
+        runner = VariantRunner(tiny_model, tiny_tokenizer, variant)
+        timed = runner.run(image, config)
+        evaluated = ShirgPipeline(model=tiny_model, tokenizer=tiny_tokenizer, variant=variant).answer(
+            image, runner.question, config, sample_key="bench/0")
+        assert timed.ids == evaluated.ids[0].tolist(), variant
+        assert set(timed.stages_ms) == set(MODEL_STAGES) and all(v > 0 for v in timed.stages_ms.values()), variant
+        assert timed.n_forward == 9 and timed.n_tokens == evaluated.visual.n_tokens
+        batch = runner.run(image, config, batch_size=2)  # one batched decode: the same answer per document
+        assert batch.ids == timed.ids
+    assert encodes.count("fastv") == 4 and encodes.count("visionzip") == 4  # bench 1 + evaluation 1 + batch 2
+
+
+@torch.no_grad()
+def test_throughput_cells_and_threshold_comparison(tiny_model, tiny_tokenizer):
+    from shirg_eval.bench.throughput import (
+        compare_decoding,
+        measure_throughput,
+        reading_questions,
+        weight_read_floor,
+    )
+    from shirg_eval.pipeline import ShirgPipeline
+
+    pipe = ShirgPipeline(model=tiny_model, tokenizer=tiny_tokenizer, variant="lavida_384")
+    questions, gold = reading_questions(1)
+    assert len(questions) == len(gold) == 2 and questions[0].sample_key == "chart/0"
+    out = measure_throughput(pipe, questions, [1, 2], gen_length=4, compile_sizes=[], rounds=2)
+    assert set(out["cells"]) == {"b1", "b2"} and out["cells"]["b2"]["answers_differing_from_b1_eager"] == []
+    assert out["cells"]["b1"]["n_forward"] == 5 and out["ratios"]["b2 / b1 answers per s"]["n"] == 2
+    decoding = compare_decoding(pipe, 1, threshold=0.5, batch=2, n_boot=50)
+    chart = decoding["sets"]["chart"]
+    assert chart["forwards_fixed"] == 17 and chart["forwards_threshold"] <= 17
+    floor = weight_read_floor(tiny_model, copy_mb=4)
+    assert floor["lm_weight_bytes"] == 4 * sum(p.numel() for p in tiny_model.language_model.parameters())

@@ -39,7 +39,7 @@ def test_dry_run_runs_every_step(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     assert {n: s["status"] for n, s in summary["steps"].items()} == {
-        n: "ok" for n in ("preflight", "fidelity_fp32", "fidelity_bf16", "bench", "harness")}
+        n: "ok" for n in ("preflight", "fidelity_fp32", "fidelity_bf16", "bench", "throughput", "harness")}
     res = summary["results"]
     for name in ("fidelity_fp32", "fidelity_bf16"):
         counts = res[name]["counts"]
@@ -51,15 +51,25 @@ def test_dry_run_runs_every_step(tmp_path):
                                                                          "pool_k"}
     assert len(bench["cells"]) == 12 and bench["model"].startswith("tiny dims, random init")
     assert res["harness"]["docs"] >= 1
-    # at most 8 files, plain names, no folders: what the device tool brings back
+    tp = res["throughput"]
+    assert set(tp["throughput"]["cells"]) == {"b1", "b1|compiled", "b2", "b2|compiled"}
+    assert tp["throughput"]["compile_stats"]["frames_compiled"] > 0 and tp["floor"]["floor_ms"] > 0
+    assert "b2 / b1 answers per s" in tp["throughput"]["ratios"]
+    # at most 8 files, plain names, no folders: what the device tool brings back; the raw files in one archive
     names = sorted(p.name for p in out.iterdir())
     assert len(names) <= 8 and all(p.is_file() for p in out.iterdir()), names
+    import tarfile
+
+    with tarfile.open(out / "gpu_check_raw.tar.gz") as tar:
+        assert set(tar.getnames()) == {"fidelity_fp32.xml", "fidelity_bf16.xml", "bench.json", "throughput.json",
+                                       "harness.json"}
     md = (out / "gpu_check.md").read_text()
     assert md.startswith("# GPU check: dry-run") and "shirg_fixed / lavida_672 latency" in md
     assert "harness overhead" in md and "torch" in md and "| test_generation[set_A] | passed |" in md
     printed = proc.stdout[proc.stdout.rindex("# GPU check: dry-run"):]  # the compact summary printed last
     assert "worst measured: rel_l2_" in printed and "rel_l2_logits" in printed and "| test_generation" not in printed
     assert len(printed) < 12000 and "| shirg_fixed / lavida_384 latency" in printed
+    assert "## throughput" in printed and "weight-read floor" in printed
 
 
 def test_step_time_limit_kills_the_whole_process_group(tmp_path):

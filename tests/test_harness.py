@@ -33,8 +33,15 @@ def test_model_args_types_and_unknown_keys():
         parse_model_args("shirg_fixed", {"k": "many"})
     with pytest.raises(ValueError, match="prefix_cache=3 should be bool"):
         parse_model_args("shirg_fixed", {"prefix_cache": 3})
-    with pytest.raises(ValueError, match="batch_size must be 1"):
-        parse_model_args("shirg_fixed", {"batch_size": 4})
+    assert parse_model_args("shirg_fixed", {"batch_size": "8"}).batch_size == 8
+    assert parse_model_args("shirg_fixed", {}).batch_size == 1
+    for bad, message in (("auto", "automatic sizing"), ("auto:4", "automatic sizing"), ("0", ">= 1"), ("x", ">= 1")):
+        with pytest.raises(ValueError, match=message):
+            parse_model_args("shirg_fixed", {"batch_size": bad})
+    args = parse_model_args("shirg_fixed", {"decoding": "threshold", "threshold": 0.9})
+    assert (args.decoding, args.threshold) == ("threshold", 0.9)
+    with pytest.raises(ValueError, match="decoding='fast'"):
+        parse_model_args("shirg_fixed", {"decoding": "fast"})
     with pytest.raises(ValueError, match="kv_dtype"):
         parse_model_args("lavida", {"kv_dtype": "int4"})
 
@@ -84,14 +91,14 @@ def test_selection_ignores_the_instruction(tiny_checkpoint, monkeypatch):
             for i, q in enumerate(["What is the highest bar?", "Which year had the lowest revenue in Europe?"])]
     lmm.task_dict = {"t": {"test": docs}}
     kept = []
-    answer = ShirgPipeline.answer
+    answer_batch = ShirgPipeline.answer_batch
 
     def spy(self, *args, **kwargs):
-        out = answer(self, *args, **kwargs)
-        kept.append(out.visual.kept_indices.tolist())
+        out = answer_batch(self, *args, **kwargs)
+        kept.append(out[0].visual.kept_indices.tolist())
         return out
 
-    monkeypatch.setattr(ShirgPipeline, "answer", spy)
+    monkeypatch.setattr(ShirgPipeline, "answer_batch", spy)
 
     def ask(doc_id, post_prompt):
         context = docs[doc_id]["question"] + post_prompt

@@ -61,7 +61,7 @@ def test_csv_values(board: lbm.Leaderboard, tmp_path: Path, capsys: pytest.Captu
     assert lines[0].startswith("label,variant,lora,settings,base,chartqa_200.visual_tokens,chartqa_200.relaxed_overall,")
     # missing cells are empty, never 0
     assert lines[3].startswith('pool_k[k=768],pool_k,,k=768,"pretrained=/models/tiny-lavida,dtype=float32",768.0,50.0,')
-    assert lines[3].endswith(",0.8,1.25,cpu_peak_rss" + "," * 18)
+    assert lines[3].endswith(",0.8,1.25,cpu_peak_rss" + "," * 20)  # chartqa n_forward, then docvqa's 19 empty
     df = pd.read_csv(io.StringIO(out.read_text()))
     assert list(df["variant"]) == ["lavida", "shirg_fixed", "pool_k"]
     assert list(df["chartqa_200.relaxed_overall"]) == [60.0, 80.0, 50.0]
@@ -77,6 +77,8 @@ def test_csv_values(board: lbm.Leaderboard, tmp_path: Path, capsys: pytest.Captu
     assert df["chartqa_200.latency_p50_ms"][2] == 80.0 and df["chartqa_200.latency_ratio"][2] == 0.8
     assert pd.isna(df["docvqa_200.latency_p50_ms"][2]) and pd.isna(df["docvqa_200.visual_tokens"][2])
     assert list(df["chartqa_200.matched_budget"]) == [True, False, False]
+    assert df["chartqa_200.n_forward"].isna().all()  # these runs predate n_forward: no forwards column shown
+    assert "chartqa_200 forwards" not in board.display.columns
 
 
 def test_latex_exact_rows(board: lbm.Leaderboard) -> None:
@@ -292,3 +294,26 @@ def test_plots_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     html = (tmp_path / "h" / "report.html").read_text()
     assert "data:image/png;base64," in html and "lmms_eval_version" in html
     assert "selection gallery skipped" in capsys.readouterr().err
+
+
+def test_forwards_column_from_the_samples() -> None:
+    """Runs that record n_forward (every run since threshold decoding) show its per-task mean."""
+    runs = load_task_runs([DATA])
+    for run in runs:
+        for i, row in enumerate(run.samples or []):
+            row["n_forward"] = 33 if run.key[0] == "lavida" else 10 + 2 * (i % 2)
+    board = lbm.build_leaderboard(runs, baseline="lavida")
+    shown = dict(zip(board.display["variant"], board.display["chartqa_200 forwards"], strict=True))
+    assert shown["lavida"] == "33.0" and shown["pool_k"] == "11.0"
+    assert "forwards = mean LM forward passes per answer" in board.footnote
+
+
+def test_batch_size_is_part_of_a_rows_identity() -> None:
+    from shirg_eval.report.results import _identity
+
+    results = {"config": {"model": "shirg_fixed", "model_args": "pretrained=/m,k=512"}}
+    meta = {"variant": "shirg_fixed", "dtype": "float32"}
+    one = _identity(results, {**meta, "batch_size": 1})
+    assert one == _identity(results, meta)  # batch 1 is the row of runs from before batching
+    eight = _identity(results, {**meta, "batch_size": 8})
+    assert eight != one and eight[3].endswith("batch_size=8")

@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "sequential (one cell's runs back to back, for comparison only)")
     p.add_argument("--steps", type=int, default=30, help="denoising steps")
     p.add_argument("--gen-length", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=1, help="views per vision batch multiplier (decoding is batch 1)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="documents answered together (one batched decode, as lmms_eval --batch_size)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the cached denoising step (compile=true); compile time is reported apart")
     p.add_argument("--kv-dtype", default="auto", choices=["auto", "bf16", "fp16", "int8"],
                    help="prefix-KV storage of the main cells (auto: the model dtype)")
     p.add_argument("--kv-compare", default="",
@@ -119,7 +122,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     cache_off = args.cache_off_variants.split(",") if args.cache_off_variants else [args.baseline, "shirg_fixed"]
     plan = BenchPlan(variants, args.baseline, [v for v in variants if v in cache_off], args.kv_dtype,
                      [k for k in (args.kv_compare or "").split(",") if k], args.runs, args.warmup, args.seed,
-                     args.order, args.steps, args.gen_length, args.batch_size, not args.no_memory)
+                     args.order, args.steps, args.gen_length, args.batch_size, not args.no_memory, args.compile)
     model, tokenizer, model_desc = build_bench_model(args.dims, device, args.pretrained, args.seed,
                                                      random_init=args.random_init)
     dims_label = "checkpoint" if args.pretrained else args.dims
@@ -132,7 +135,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "machine": platform.machine(), "torch": torch.__version__, "baseline": args.baseline,
         "config": {"runs": args.runs, "warmup": args.warmup, "order": args.order, "seed": args.seed,
                    "steps": args.steps, "gen_length": args.gen_length, "batch_size": args.batch_size,
-                   "kv_dtype": args.kv_dtype, "kv_compare": plan.kv_compare, "cache_off": plan.cache_off,
+                   "compile": args.compile, "kv_dtype": args.kv_dtype, "kv_compare": plan.kv_compare,
+                   "cache_off": plan.cache_off,
                    "timer": "cuda events" if dev.type == "cuda" else "perf_counter (synchronised)"},
     }
     n_cells = len(plan.cells())
@@ -152,6 +156,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     memory = peak_memory(model, tokenizer, plan, image) if plan.memory else None
     kv_bytes = prefix_kv_bytes(model, tokenizer, args.baseline, image, args.seed)
     report = {**meta, **summarize(raw, warm, plan, model, dims_label, hw, memory, kv_bytes), "status": "complete"}
+    if args.compile:  # frames compiled, graph breaks, recompiles, shapes and compile seconds of the whole run
+        from ..model.compiled import COMPILE_STATS
+
+        report["compile_stats"] = COMPILE_STATS.as_dict()
     save(report, "complete")
     print("\n" + full_report(report))
     return report

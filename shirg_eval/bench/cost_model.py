@@ -252,33 +252,47 @@ KV_ELEM_BYTES = {"bf16": 2, "fp16": 2, "int8": 1}
 NATIVE_RESOLUTION = 384  # SigLIP's trained size: larger views interpolate its position embeddings every call
 
 
-def prefix_traffic_bytes(dims: BenchDims, prefix: int, kv_dtype: str = "auto") -> tuple[float, float]:
-    """Bytes the eager :class:`~shirg_eval.model.kv_cache.PrefixCache` moves besides attention's own read of the
-    keys/values: (once at the prefill, to store them; every cached step, to hand attention ``cat(prefix, step)``).
+CACHES = ("static", "concat")  # the static prefix buffer (today's), the concatenating PrefixCache (until 2026-12)
 
-    Per prefix element: the cat reads the decoded prefix and writes the joined tensor (2 x model bytes), storage in
-    the model's dtype costs nothing more; int8 quantises at the fill (``x.float()``, ``abs``, ``amax``, ``/ scale``,
-    ``round``, ``clamp_``, ``.to(int8)``: model bytes + 45) and decodes every step (``codes.float()``, ``* scale``,
-    ``.to(dtype)``: 17 + model bytes); another 16-bit storage dtype casts once each way. Attention then reads the
-    decoded prefix in the model's dtype, not the stored codes (no fused int8 kernel).
+
+def prefix_traffic_bytes(dims: BenchDims, prefix: int, kv_dtype: str = "auto", cache: str = "static",
+                         gen_length: int = 32) -> tuple[float, float]:
+    """Bytes the prefix cache moves besides attention's own read of the keys/values: (once per answer: storing
+    them, and for ``static`` filling the working buffer; every cached step).
+
+    ``static`` (:class:`~shirg_eval.model.kv_cache.PrefixCache` today): the stored prefix is decoded once into a
+    ``prefix + canvas`` buffer (the copy in: 2 x model bytes per element; int8 decodes on the way, ``codes.float()``,
+    ``* scale``, ``.to(dtype)``: 17 + model bytes) and every step writes only its canvas keys/values into the buffer
+    (2 x model bytes per canvas element). ``concat`` (the eager cache the 2026-11-27 H200 run measured): every step
+    decoded the stored prefix (int8: 17 + model bytes per element) and handed attention ``cat(prefix, step)``
+    (reads the prefix, writes the joined tensor: 2 x model bytes). Either way int8 quantises at the fill
+    (``x.float()``, ``abs``, ``amax``, ``/ scale``, ``round``, ``clamp_``, ``.to(int8)``: model bytes + 45), another
+    16-bit storage casts once each way, and attention reads the decoded prefix in the model's dtype, not the stored
+    codes (no fused int8 kernel).
     """
+    if cache not in CACHES:
+        raise ValueError(f"cache {cache!r} is not one of {CACHES}")
     b = dims.dtype_bytes
-    elems = 2 * dims.n_layers * dims.n_heads * dims.head_dim * prefix
-    cat = 2 * b
+    per_position = 2 * dims.n_layers * dims.n_heads * dims.head_dim
+    elems = per_position * prefix
+    same = kv_dtype in ("auto", {"bfloat16": "bf16", "float16": "fp16"}.get(dims.dtype))
     if kv_dtype == "int8":
-        return elems * (b + 45), elems * (17 + b + cat)
-    if kv_dtype in ("auto", {"bfloat16": "bf16", "float16": "fp16"}.get(dims.dtype)):
-        return 0.0, elems * cat
-    store = KV_ELEM_BYTES[kv_dtype]
-    return elems * (b + store), elems * (store + b + cat)
+        store, decode = elems * (b + 45), elems * (17 + b)
+    elif same:
+        store, decode = 0.0, 0.0
+    else:
+        store, decode = elems * (b + KV_ELEM_BYTES[kv_dtype]), elems * (KV_ELEM_BYTES[kv_dtype] + b)
+    if cache == "concat":
+        return store, decode + elems * 2 * b
+    return store + decode + elems * 2 * b, per_position * gen_length * 2 * b
 
 
 def variant_costs(dims: BenchDims, geom: Geometry, text_tokens: int = 64, gen_length: int = 32, steps: int = 30,
-                  kv_dtype: str = "auto") -> dict[str, Cost]:
+                  kv_dtype: str = "auto", cache: str = "static") -> dict[str, Cost]:
     """FLOPs/bytes of every stage of one answer; ``prefix`` = prompt text + visual tokens. ``prefill_kv`` and
     ``step_kv`` are the prefix cache's own copies (:func:`prefix_traffic_bytes`), run after the LM's kernels."""
     prefix = text_tokens + geom.visual_tokens
-    fill, per_step = prefix_traffic_bytes(dims, prefix, kv_dtype)
+    fill, per_step = prefix_traffic_bytes(dims, prefix, kv_dtype, cache, gen_length)
     step_cached = lm_cost(dims, gen_length, prefix + gen_length, gen_length)
     step_nocache = lm_cost(dims, prefix + gen_length, prefix + gen_length, gen_length)
     return {
@@ -295,13 +309,19 @@ def variant_costs(dims: BenchDims, geom: Geometry, text_tokens: int = 64, gen_le
     }
 
 
-def host_floors(dims: BenchDims, geom: Geometry, o: Overheads, kv_dtype: str = "auto") -> dict[str, float]:
-    """Host floor per stage (per forward for the steps); projector and selection have none measured (0.2-2.3 ms)."""
+def host_floors(dims: BenchDims, geom: Geometry, o: Overheads, kv_dtype: str = "auto", cache: str = "static"
+                ) -> dict[str, float]:
+    """Host floor per stage (per forward for the steps); projector and selection have none measured (0.2-2.3 ms).
+
+    int8's quantise kernels are the prefill's; its decode kernels ran every step with the ``concat`` cache and run
+    once per answer with the ``static`` one (counted with the prefill)."""
     lm = dims.n_layers * o.lm_layer_s
-    cached = lm + (dims.n_layers * o.int8_layer_s if kv_dtype == "int8" else 0.0)
+    int8 = dims.n_layers * o.int8_layer_s if kv_dtype == "int8" else 0.0
+    prefill = lm + int8
+    cached = lm + (int8 if cache == "concat" else 0.0)
     vision = (dims.vision_layers * o.vision_layer_s + o.vision_fixed_s
               + (o.pos_interp_s if geom.resolution > NATIVE_RESOLUTION else 0.0))
-    return {"vision": vision, "projector": 0.0, "selection": 0.0, "prefill": cached, "step_cached": cached,
+    return {"vision": vision, "projector": 0.0, "selection": 0.0, "prefill": prefill, "step_cached": cached,
             "step_nocache": lm}
 
 
@@ -315,18 +335,22 @@ def _timings(secs: dict[str, float], steps: int) -> dict[str, float]:
 
 
 def predict(dims: BenchDims, hw: Hardware, geometry: dict[str, Geometry] | None = None, text_tokens: int = 64,
-            gen_length: int = 32, steps: int = 30, kv_dtype: str = "auto") -> dict[str, dict[str, Any]]:
+            gen_length: int = 32, steps: int = 30, kv_dtype: str = "auto", cache: str = "static"
+            ) -> dict[str, dict[str, Any]]:
     """Per variant: stage FLOPs/bytes/seconds, latency with and without the prefix cache, KV bytes, memory.
 
     ``seconds`` / ``latency_s`` / ``cache_speedup`` are the prediction (with the profile's measured overheads, if
     it has them); ``seconds_roofline`` / ``latency_roofline_s`` / ``cache_speedup_roofline`` the roofline alone.
+    ``regime`` says what a prediction assumes: the profile's host floors (measured eager, batch 1, on the card named)
+    or the roofline alone, and the prefix cache (``static`` today, ``concat`` for runs before it). No compiled or
+    CUDA-graph profile is measured yet: a compiled step is predicted as eager.
     """
     geometry = geometry or DEFAULT_GEOMETRY
     stages = ("vision", "projector", "selection", "prefill", "step_cached", "step_nocache")
     out: dict[str, dict[str, Any]] = {}
     for name, geom in geometry.items():
-        costs = variant_costs(dims, geom, text_tokens, gen_length, steps, kv_dtype)
-        floors = host_floors(dims, geom, hw.overheads, kv_dtype) if hw.overheads else dict.fromkeys(stages, 0.0)
+        costs = variant_costs(dims, geom, text_tokens, gen_length, steps, kv_dtype, cache)
+        floors = host_floors(dims, geom, hw.overheads, kv_dtype, cache) if hw.overheads else dict.fromkeys(stages, 0.0)
         serial = {k: [costs[k]] for k in stages}
         serial["prefill"].append(costs["prefill_kv"])
         serial["step_cached"].append(costs["step_kv"])
@@ -343,6 +367,7 @@ def predict(dims: BenchDims, hw: Hardware, geometry: dict[str, Geometry] | None 
         act = max(geom.views * (geom.resolution // dims.patch) ** 2 * dims.vision_intermediate,
                   2 * prefix * dims.mlp_hidden_size) * dims.dtype_bytes
         out[name] = {
+            "regime": f"{hw.overheads.source if hw.overheads else 'roofline only'}; prefix cache {cache}",
             "visual_tokens": geom.visual_tokens, "prefix_positions": prefix,
             "flops": {k: c.flops for k, c in costs.items()}, "bytes": {k: c.bytes for k, c in costs.items()},
             "seconds": secs, "seconds_roofline": roof, "host_floor_s": floors,

@@ -46,6 +46,7 @@ class BenchPlan:
     gen_length: int = 32
     batch_size: int = 1
     memory: bool = True
+    compile: bool = False  # compile=true for every cached cell (the no-cache cells stay eager)
 
     def cells(self) -> list[tuple[str, str, str]]:
         """(key, variant, mode) for every cell; mode is ``main``, ``nocache`` or a kv dtype."""
@@ -66,7 +67,7 @@ def _config(plan: BenchPlan, mode: str):
     if mode == "nocache":
         return GenerationConfig(gen_length=plan.gen_length, steps=plan.steps, prefix_cache=False)
     kv = plan.kv_dtype if mode == "main" else mode
-    return GenerationConfig(gen_length=plan.gen_length, steps=plan.steps, kv_dtype=kv)
+    return GenerationConfig(gen_length=plan.gen_length, steps=plan.steps, kv_dtype=kv, compile=plan.compile)
 
 
 def times_row(t: StageTimes) -> dict[str, float]:
@@ -112,14 +113,9 @@ def peak_memory(model, tokenizer, plan: BenchPlan, image) -> dict[str, dict[str,
 def prefix_kv_bytes(model, tokenizer, baseline: str, image, seed: int = 0) -> dict[str, int]:
     """Prefix-KV bytes per storage dtype on the baseline's prompt (deterministic: one fill each)."""
     from ..model.kv_cache import fill_prefix
-    from ..model.prompting import build_prompt_ids
 
     with torch.no_grad():
-        runner = VariantRunner(model, tokenizer, baseline, seed=seed)
-        views = runner.path.prepare(image)
-        embeds = runner._select(model.project(model.encode_views(views.pixel_values)), views,
-                                torch.Generator(device=model.device).manual_seed(seed))
-        prompt = model.embed_prompt(build_prompt_ids(tokenizer, runner.question), embeds)
+        prompt = VariantRunner(model, tokenizer, baseline, seed=seed).prompt_embeds(image)
         return {kd: fill_prefix(model, prompt, kd)[0].nbytes() for kd in ("auto", "bf16", "int8")}
 
 

@@ -1,9 +1,10 @@
-"""Building bench models at named dims and timing one answer stage by stage.
+"""Building bench models at named dims and timing one answer stage by stage, on the evaluation's own path.
 
-Stages (model time, each closed by a CUDA event on a GPU or a synchronised ``perf_counter`` elsewhere):
-``vision`` (SigLIP over every view), ``projector``, ``selection`` (the variant's selector, or LaViDa's pool +
-anyres assembly for ``lavida``, incl. the question embedding the selector scores against), ``embed`` (splice the
-visual block into the prompt), ``prefill`` (prefix-cache fill), ``denoise`` (all steps; per-step times kept).
+Stages (model time, closed by the pipeline's stage timers -- :class:`~shirg_eval.model.sampler.StageTimer`, CUDA
+events on a GPU, ``perf_counter`` elsewhere -- inside ``ShirgPipeline`` / ``VisualPath``): ``vision`` (SigLIP over
+every view), ``projector``, ``selection`` (the variant's selector, or LaViDa's pool + anyres assembly for
+``lavida``, incl. the question embedding the selector scores against), ``embed`` (splice the visual block into the
+prompt), ``prefill`` (prefix-cache fill; FastV's in-LM selection), ``denoise`` (all steps; per-step times kept).
 ``preprocess`` (PIL -> pixel views, tokenisation) runs on the CPU and is reported apart, never inside latency.
 """
 
@@ -25,9 +26,9 @@ from PIL import Image
 from ..model.config import LavidaConfig
 from ..model.lavida import LavidaModel
 from ..model.prompting import build_prompt_ids
-from ..model.sampler import GenerationConfig, StageClock, generate
+from ..model.sampler import GenerationConfig
 from ..model.tiny import TinyDims, build_tokenizer, lavida_config_dict, load_tokenizer, make_tiny_checkpoint
-from ..selection.presets import VisualPath
+from ..pipeline import Question, ShirgPipeline
 from .cost_model import DIMS, BenchDims
 
 MODEL_STAGES = ("vision", "projector", "selection", "embed", "prefill", "denoise")
@@ -104,6 +105,7 @@ class StageTimes:
     prefix_kv_bytes: int
     n_forward: int
     ids: list[int] = field(default_factory=list)
+    compile_ms: float = 0.0  # compile=true: compiling a new shape (not in any stage)
 
     @property
     def latency_ms(self) -> float:
@@ -111,60 +113,36 @@ class StageTimes:
 
 
 class VariantRunner:
-    """One variant's staged answer path on a shared model (the same computation as ``VisualPath.encode``)."""
+    """One variant's answer through the evaluation's own path, :meth:`ShirgPipeline.answer_batch`, on a shared
+    model; the stage times are the pipeline's own stage timers (``Answer.stages_ms``). Every variant is measurable,
+    selectors with declared needs (tower attention, pre-projector features, FastV's in-LM prefill) included."""
 
     def __init__(self, model: LavidaModel, tokenizer, variant: str, question: str = DEFAULT_QUESTION, seed: int = 0,
                  **variant_params: Any):
-        self.model, self.tokenizer, self.question = model, tokenizer, question
-        self.path = VisualPath(model, variant, **variant_params)
-        if self.path.selector is not None and self.path.selector.needs.uses_context:
-            raise ValueError(
-                f"shirg-bench times the stages of projected-token selectors; {variant!r} declares "
-                f"{self.path.selector.needs} -- measure it with `python -m shirg_eval.bench.selection_bench`"
-            )
-        self.seed = seed
+        self.model, self.tokenizer, self.question, self.seed = model, tokenizer, question, seed
+        self.pipeline = ShirgPipeline(model=model, tokenizer=tokenizer, variant=variant, seed=seed, **variant_params)
+        self.path = self.pipeline.path
 
     @torch.no_grad()
     def run(self, image: Image.Image, config: GenerationConfig, batch_size: int = 1) -> StageTimes:
-        model, path, device = self.model, self.path, self.model.device
-        t0 = time.perf_counter()
-        views = path.prepare(image)
-        prompt_ids = build_prompt_ids(self.tokenizer, self.question)
-        preprocess_ms = (time.perf_counter() - t0) * 1e3
-        pixels = views.pixel_values
-        if batch_size > 1:  # the vision side batches; decoding is one prompt at a time (LaViDa, batch 1)
-            pixels = pixels.repeat(batch_size, 1, 1, 1)
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        clock = StageClock(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        clock.mark()
-        features = model.encode_views(pixels)
-        clock.mark()
-        projected = model.project(features)
-        clock.mark()
-        embeds = self._select(projected[: pixels.shape[0] // batch_size], views, generator)
-        clock.mark()
-        prompt = model.embed_prompt(prompt_ids, embeds)
-        clock.mark()
-        out = generate(model, prompt, config, generator=generator)
-        vision, projector, selection, embed = (s * 1e3 for s in clock.seconds())
-        stages = {"vision": vision, "projector": projector, "selection": selection, "embed": embed,
-                  "prefill": out.prefill_s * 1e3, "denoise": out.denoise_s * 1e3}
-        return StageTimes(preprocess_ms, stages, [s * 1e3 for s in out.step_s], int(embeds.shape[0]),
-                          int(prompt.shape[1]), out.prefix_cache_bytes, out.n_forward, out.ids[0].tolist())
+        """One batch of ``batch_size`` copies of the question (each its own seeded document): per-document stages
+        summed over the batch, the batch's denoising once; figures of the first document."""
+        questions = [Question(image, self.question, sample_key=f"bench/{i}") for i in range(batch_size)]
+        answers = self.pipeline.answer_batch(questions, config)
+        stages = {s: sum(a.stages_ms[s] for a in answers) for s in MODEL_STAGES if s != "denoise"}
+        stages["denoise"] = answers[0].stages_ms["denoise"]
+        first, out = answers[0], answers[0].generation
+        return StageTimes(sum(a.timings_ms["preprocess_ms"] for a in answers), stages, [s * 1e3 for s in out.step_s],
+                          first.visual.n_tokens, first.info["prompt_positions"], out.sample_cache_bytes[0]
+                          if out.sample_cache_bytes else 0, first.info["n_forward"], first.ids[0].tolist(),
+                          out.compile_s * 1e3)
 
-    def _select(self, projected: torch.Tensor, views, generator: torch.Generator) -> torch.Tensor:
-        model, path = self.model, self.path
-        if path.resolution is None:  # LaViDa's own path: pool every view, assemble tiles + newlines
-            pooled = model.pool_2d(projected, mode=model.config.mm_spatial_pool_mode)
-            if views.grid_wh is not None:
-                return model.assemble_anyres(pooled, views.image_size, views.grid_wh)
-            return torch.cat([pooled[0], model.image_newline.to(pooled.dtype)[None]], dim=0)
-        ids = self.tokenizer(self.question, add_special_tokens=False)["input_ids"]
-        text = model.embed_tokens(torch.tensor(ids, device=model.device))[None] if ids else None
-        side = path.resolution // model.config.vision.patch_size
-        return path.selector.select(projected, (side, side), text_embeds=text, generator=generator).tokens[0]
+    def prompt_embeds(self, image: Image.Image) -> torch.Tensor:
+        """The LM's prompt embeddings for ``image`` and the question, as evaluation builds them."""
+        views = self.path.prepare(image)
+        generator = self.pipeline.generator_for("bench/0")
+        visual = self.path.encode(views, self.pipeline.question_embeds(self.question), generator)
+        return self.model.embed_prompt(build_prompt_ids(self.tokenizer, self.question), visual.embeds)
 
 
 # ---------------------------------------------------------------------------------------------- memory

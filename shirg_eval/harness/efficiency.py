@@ -13,7 +13,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-EFFICIENCY_FIELDS = ("latency_ms", "prefill_ms", "denoise_ms", "peak_mem_gb", "visual_tokens")
+EFFICIENCY_FIELDS = ("latency_ms", "prefill_ms", "denoise_ms", "peak_mem_gb", "visual_tokens", "n_forward",
+                     "batch_size", "amortized_latency_ms")
 
 
 @dataclass
@@ -24,6 +25,11 @@ class EfficiencyRecord:
     peak_mem_gb: float | None
     peak_mem_kind: str | None  # "cuda_max_allocated" or "cpu_peak_rss" (process-wide, not per sample)
     visual_tokens: int | None
+    n_forward: int | None = None  # LM forward passes of this answer: its prefill + the steps it took part in
+    # In a batch, latency_ms is the batch's wall time (what each answer waited); amortized_latency_ms divides it
+    # by the batch size (the throughput view). At batch 1 the two are equal.
+    batch_size: int = 1
+    amortized_latency_ms: float | None = None
     warmup: bool = False  # first sample of its task in this process: timings left out of aggregates
     meta: dict[str, Any] = field(default_factory=dict)  # what actually ran: variant, params, lora, seed, ...
     error: str | None = None  # the sample failed (allow_failures=true): not scored, counted as failed

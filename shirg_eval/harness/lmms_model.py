@@ -8,21 +8,43 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
+from lmms_eval.utils import Collator
 from tqdm import tqdm
 
+from ..model.compiled import COMPILE_STATS
 from ..model.sampler import GenerationConfig
-from ..pipeline import ShirgPipeline
+from ..pipeline import Answer, Question, ShirgPipeline
 from . import efficiency
 from .journal import AnswerJournal
 from .model_args import parse_model_args
 from .question import selection_query
 from .side_efficiency import SIDE_DIR_ENV, SideEfficiencyLog
+
+
+@dataclass
+class _Pending:
+    """A request that still needs the model: where its answer goes and what identifies it."""
+
+    index: int
+    context: str
+    gen_kwargs: dict[str, Any]
+    doc: Any
+    doc_to_visual: Any
+    doc_id: Any
+    task: str
+    split: str
+    uid: Any
+    query: str
+    query_source: str
+    journal_key: str | None
+    started: float
 
 
 class ShirgLavidaLMM(lmms):
@@ -50,6 +72,7 @@ class ShirgLavidaLMM(lmms):
         self.run_meta = self.pipeline.describe()
         self.run_meta["prefix_cache"] = self.args.prefix_cache
         self.run_meta["kv_dtype"] = self.args.kv_dtype
+        self.run_meta.update(self._decoding_meta())
         self._warm_tasks: set[str] = set()  # tasks whose first (warm-up) sample has run in this process
         self.picture_dir = os.environ.get("SHIRG_PICTURE_DIR")
         self._pictures_left = self.args.pictures if self.rank == 0 else 0
@@ -99,7 +122,9 @@ class ShirgLavidaLMM(lmms):
         temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0)
         return GenerationConfig(gen_length=gen_length, block_length=block, steps=self.args.steps,
                                 temperature=temperature, prefix_cache=self.args.prefix_cache,
-                                kv_dtype=self.args.kv_dtype)
+                                kv_dtype=self.args.kv_dtype, decoding=self.args.decoding,
+                                threshold=self.args.threshold, compile=self.args.compile,
+                                compile_bucket=self.args.compile_bucket)
 
     def _image_of(self, doc_to_visual, doc) -> Any:
         visuals = [v for v in (doc_to_visual(doc) or []) if v is not None]
@@ -107,10 +132,24 @@ class ShirgLavidaLMM(lmms):
             raise ValueError(f"{self.variant}: a request carries {len(visuals)} images; LaViDa takes one per prompt")
         return visuals[0] if visuals else None
 
+    def _decoding_meta(self) -> dict[str, Any]:
+        """How answers were decoded: part of every record (batch size and decoding change latency and answers)."""
+        meta: dict[str, Any] = {"batch_size": self.args.batch_size, "decoding": self.args.decoding,
+                                "latency_meaning": "batch wall time; amortized_latency_ms = latency / batch_size"}
+        if self.args.decoding == "threshold":
+            meta["threshold"] = self.args.threshold
+        meta["compile"] = self.args.compile
+        if self.args.compile:
+            meta["compile_bucket"] = self.args.compile_bucket
+        return meta
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        outputs: list[str] = []
+        """Answers in request order. Requests are grouped by ``gen_kwargs`` (one decoding config per batch) with
+        lmms-eval's :class:`Collator` and decoded ``batch_size`` at a time (longest prompt first when batching)."""
+        outputs: list[str] = [""] * len(requests)
         failures: list[str] = []
-        for request in tqdm(requests, disable=self.rank != 0, desc=f"{self.variant}"):
+        pending: list[_Pending] = []
+        for index, request in enumerate(requests):
             started = time.perf_counter()
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
@@ -127,41 +166,19 @@ class ShirgLavidaLMM(lmms):
                         efficiency.record(uid, record)
                     elif record is not None and self.side_log is not None:
                         self.side_log.add(task, split, doc_id, record)
-                    outputs.append(text)
+                    outputs[index] = text
                     continue
-            try:
-                image = self._image_of(doc_to_visual, doc)
-                config = self._generation_config(dict(gen_kwargs))
-                answer = self.pipeline.answer(image, context, config, sample_key=f"{task}/{uid or doc_id}",
-                                              query=query)
-            except Exception as err:
-                # Never score a broken sample as a wrong answer: record it, finish the others (they are
-                # journaled), then fail the run unless allow_failures=true.
-                message = f"{task}/{split} doc {doc_id} (shirg_uid={uid}): {type(err).__name__}: {err}"
-                failures.append(message)
-                failure = efficiency.EfficiencyRecord.failure(message, dict(self.run_meta))
-                if uid is not None:
-                    efficiency.record(uid, failure)
-                elif self.side_log is not None:
-                    self.side_log.add(task, split, doc_id, failure)
-                outputs.append("")
-                continue
-            text = answer.text
-            for stop in gen_kwargs.get("until", []) or []:
-                if stop and stop in text:
-                    text = text.split(stop)[0]
-            record = self._record(doc, answer, task)
-            record.meta["selection_query"] = query_source
-            self._save_picture(answer, f"{task}_{uid or doc_id}")
-            # Wall time of the whole request inside the harness (doc fetch, decode, model, bookkeeping):
-            # against preprocess + latency it gives the harness overhead (shirg-bench --harness-overhead).
-            record.meta["request_ms"] = (time.perf_counter() - started) * 1e3
-            record.meta["preprocess_ms"] = answer.timings_ms["preprocess_ms"]
-            if self.journal is not None:
-                self.journal.add(key, text.strip(), record)
-            if uid is None and self.side_log is not None:
-                self.side_log.add(task, split, doc_id, record)
-            outputs.append(text.strip())
+            pending.append(_Pending(index, context, dict(gen_kwargs), doc, doc_to_visual, doc_id, task, split, uid,
+                                    query, query_source, key, started))
+        # Longest prompt first packs batches with little padding; at batch 1 the request order is kept.
+        longest_first = self.args.batch_size > 1
+        collator = Collator(pending, sort_fn=lambda p: -len(p.context) if longest_first else 0,
+                            group_fn=lambda p: p.gen_kwargs, grouping=True)
+        progress = tqdm(total=len(pending), disable=self.rank != 0, desc=f"{self.variant}")
+        for batch in collator.get_batched(n=self.args.batch_size):
+            self._answer_batch(list(batch), outputs, failures)
+            progress.update(len(batch))
+        progress.close()
         if failures and not self.args.allow_failures:
             shown = "\n  ".join(failures[:5]) + (f"\n  ... (+{len(failures) - 5} more)" if len(failures) > 5 else "")
             raise RuntimeError(
@@ -171,19 +188,71 @@ class ShirgLavidaLMM(lmms):
             )
         return outputs
 
-    def _record(self, doc: dict, answer, task: str) -> efficiency.EfficiencyRecord:
+    def _answer_batch(self, batch: list[_Pending], outputs: list[str], failures: list[str]) -> None:
+        """Decode one batch; if it fails, each of its documents alone, so a failure names its document."""
+        try:
+            config = self._generation_config(batch[0].gen_kwargs)
+            questions = [Question(self._image_of(p.doc_to_visual, p.doc), p.context, f"{p.task}/{p.uid or p.doc_id}",
+                                  p.query) for p in batch]
+            answers = self.pipeline.answer_batch(questions, config)
+        except Exception as err:
+            if len(batch) > 1:
+                for p in batch:
+                    self._answer_batch([p], outputs, failures)
+                return
+            # Never score a broken sample as a wrong answer: record it, finish the others (they are
+            # journaled), then fail the run unless allow_failures=true.
+            p = batch[0]
+            message = f"{p.task}/{p.split} doc {p.doc_id} (shirg_uid={p.uid}): {type(err).__name__}: {err}"
+            failures.append(message)
+            failure = efficiency.EfficiencyRecord.failure(message, dict(self.run_meta))
+            if p.uid is not None:
+                efficiency.record(p.uid, failure)
+            elif self.side_log is not None:  # lmms-eval's own tasks: the side file keyed by (task, doc_id)
+                self.side_log.add(p.task, p.split, p.doc_id, failure)
+            outputs[p.index] = ""
+            return
+        warmup = any(p.task not in self._warm_tasks for p in batch)  # the task's first batch pays one-off costs
+        for p, answer in zip(batch, answers, strict=True):
+            outputs[p.index] = self._finish(p, answer, warmup)
+
+    def _finish(self, p: _Pending, answer: Answer, warmup: bool) -> str:
+        text = answer.text
+        for stop in p.gen_kwargs.get("until", []) or []:
+            if stop and stop in text:
+                text = text.split(stop)[0]
+        record = self._record(p.doc, answer, p.task, warmup)
+        record.meta["selection_query"] = p.query_source
+        self._save_picture(answer, f"{p.task}_{p.uid or p.doc_id}")
+        # Wall time of the whole request inside the harness (doc fetch, decode, model, bookkeeping; in a batch,
+        # until its batch finished): against preprocess + latency it gives the harness overhead.
+        record.meta["request_ms"] = (time.perf_counter() - p.started) * 1e3
+        record.meta["preprocess_ms"] = answer.timings_ms["preprocess_ms"]
+        if self.journal is not None:
+            self.journal.add(p.journal_key, text.strip(), record)
+        if p.uid is None and self.side_log is not None:
+            self.side_log.add(p.task, p.split, p.doc_id, record)
+        return text.strip()
+
+    def _record(self, doc: dict, answer, task: str, warmup: bool | None = None) -> efficiency.EfficiencyRecord:
         uid = doc.get("shirg_uid") if isinstance(doc, dict) else None
-        # The first sample of each task is the warm-up: its timing includes one-off costs (allocator growth,
+        # The first batch of each task is the warm-up: its timing includes one-off costs (allocator growth,
         # kernel selection for that task's prompt/answer lengths). Token counts stay exact either way.
-        warmup = task not in self._warm_tasks
+        warmup = task not in self._warm_tasks if warmup is None else warmup
         self._warm_tasks.add(task)
         t = answer.timings_ms
         meta = {**self.run_meta, "image_size": list(answer.visual.views.image_size) if answer.visual.views else None,
                 "prefix_kv_mb": answer.info.get("prefix_kv_mb"), "selection": answer.visual.info}
+        if self.run_meta.get("compile"):
+            # The process's counts so far (the last sample holds the run's totals); compile time is not latency.
+            meta["compile_stats"] = COMPILE_STATS.as_dict()
+            meta["compile_ms"] = t.get("compile_ms", 0.0)
         record = efficiency.EfficiencyRecord(
             latency_ms=t["latency_ms"], prefill_ms=t["prefill_ms"], denoise_ms=t["denoise_ms"],
             peak_mem_gb=answer.peak_mem_gb, peak_mem_kind=answer.peak_mem_kind,
-            visual_tokens=answer.visual.n_tokens, warmup=warmup, meta=meta,
+            visual_tokens=answer.visual.n_tokens, n_forward=answer.info.get("n_forward"),
+            batch_size=answer.info.get("batch_size", 1), amortized_latency_ms=t.get("amortized_latency_ms"),
+            warmup=warmup, meta=meta,
         )
         if uid is not None:
             efficiency.record(uid, record)

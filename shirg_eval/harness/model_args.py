@@ -34,6 +34,10 @@ class ModelArgs:
     block_length: int | None = None  # default: min(128, gen_length)
     prefix_cache: bool = True
     kv_dtype: str = "auto"
+    decoding: str = "fixed"  # fixed (LaViDa's steps) | threshold (Fast-dLLM's confidence-threshold decoding)
+    threshold: float = 0.9  # decoding=threshold: commit every masked position whose confidence exceeds it
+    compile: bool = False  # torch.compile the cached denoising step (static shapes, prefix-length buckets)
+    compile_bucket: int = 128  # compile=true: prefix lengths padded up to a multiple of this
     device: str | None = None
     dtype: str | None = None
     seed: int = 0
@@ -41,6 +45,7 @@ class ModelArgs:
     allow_failures: bool = False  # score the rest and count failed samples instead of failing the run
     pictures: int = 3  # selection overlays saved for the first N samples (beside the results)
     journal: str | None = None  # directory of the resume journal (the lmms_eval command sets one per output_path)
+    batch_size: int = 1  # not a model_arg: lmms-eval's --batch_size, parsed by parse_batch_size
 
     def selector_params(self) -> dict[str, Any]:
         names = ("k", "scaffold", "alpha", "coverage", "merge", "lm_layers")
@@ -71,17 +76,29 @@ def _expected_type(annotation: str) -> str:
     raise AssertionError(annotation)
 
 
+def parse_batch_size(variant: str, value: Any) -> int:
+    """lmms-eval's ``--batch_size`` (a string: ``N``, ``auto`` or ``auto:N``) as the number of documents decoded
+    together. ``auto*`` is refused: a decode's memory depends on prompt length, visual tokens and gen_length, so
+    no probe on one document sizes a batch safely for a task."""
+    if value is None:
+        return 1
+    text = str(value).strip()
+    if text.startswith("auto"):
+        raise ValueError(f"--model {variant}: --batch_size {text} (automatic sizing) is not supported; pass an "
+                         f"explicit --batch_size N (documents decoded together, e.g. 8)")
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--model {variant}: --batch_size must be a whole number >= 1, got {value!r}")
+    return int(text)
+
+
 def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
-    valid = {f.name: f for f in fields(ModelArgs)}
+    valid = {f.name: f for f in fields(ModelArgs) if f.name != "batch_size"}
     unknown = sorted(set(raw) - set(valid) - _CLI_INJECTED)
     if unknown:
         raise ValueError(
             f"--model {variant}: unknown model_args {unknown}; valid: {', '.join(valid)}"
         )
-    batch = raw.get("batch_size", 1)
-    if batch not in (None, 1, "1", "auto"):
-        raise ValueError(f"--model {variant}: batch_size must be 1 (diffusion decoding runs per sample), got {batch!r}")
-    values = {}
+    values: dict[str, Any] = {"batch_size": parse_batch_size(variant, raw.get("batch_size", 1))}
     for name, value in raw.items():
         if name in _CLI_INJECTED or value is None:
             continue
@@ -99,10 +116,17 @@ def parse_model_args(variant: str, raw: dict[str, Any]) -> ModelArgs:
     args = ModelArgs(**values)
     if args.kv_dtype not in KV_DTYPES:
         raise ValueError(f"--model {variant}: kv_dtype={args.kv_dtype!r} is not one of {KV_DTYPES}")
-    for name in ("k", "gen_length", "steps", "block_length", "resolution", "lm_layers"):
+    for name in ("k", "gen_length", "steps", "block_length", "resolution", "lm_layers", "compile_bucket"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--model {variant}: model_args {name} must be >= 1, got {value}")
+    if args.decoding not in ("fixed", "threshold"):
+        raise ValueError(f"--model {variant}: decoding={args.decoding!r} is not one of ('fixed', 'threshold')")
+    if args.compile and not args.prefix_cache:
+        raise ValueError(f"--model {variant}: compile=true compiles the prefix-cached step; drop prefix_cache=false")
+    if not args.threshold > 0:
+        raise ValueError(f"--model {variant}: threshold must be > 0 (> 1 commits one token per step), "
+                         f"got {args.threshold}")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--model {variant}: alpha must be in [0, 1], got {args.alpha}")
     if args.device is not None:

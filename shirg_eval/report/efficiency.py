@@ -7,6 +7,8 @@ Every number is per task, so a reader can recompute it from that task's samples 
 * **latency ratio**: median over the documents timed in *both* runs, divided the same way; when both runs
   timed the same documents (the usual case) it equals the ratio of the two p50 columns;
 * **visual tokens**: mean over *all* the task's documents, warm-up included (a count is exact);
+* **forward passes**: mean LM forwards per answer (``n_forward``: prefill + denoising steps) over all the task's
+  documents (a count is exact); it is what threshold decoding lowers;
 * **peak memory**: max over the task's samples, with its kind (``cuda_max_allocated`` is reset per sample;
   ``cpu_peak_rss`` is the process's high-water mark, so a later task in the same process includes earlier ones).
 """
@@ -80,6 +82,13 @@ def visual_tokens(run: TaskRun) -> float:
         if not math.isnan(run.aggregate(name)):
             return run.aggregate(name)
     return math.nan
+
+
+def forward_passes(run: TaskRun) -> float:
+    """Mean LM forward passes per answer over all the task's documents (NaN when no sample recorded them)."""
+    vals = [scalar(_eff(r, "n_forward")) for r in run.samples or []]
+    vals = [v for v in vals if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
 
 
 def peak_memory(run: TaskRun) -> tuple[float, str | None]:

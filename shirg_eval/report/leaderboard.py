@@ -23,7 +23,13 @@ import pandas as pd
 from shirg_eval.report import bootstrap as bs
 from shirg_eval.report import render as rd
 from shirg_eval.report.controls import control_pairs, token_ratio
-from shirg_eval.report.efficiency import latency_p50, latency_ratio, peak_memory, visual_tokens
+from shirg_eval.report.efficiency import (
+    forward_passes,
+    latency_p50,
+    latency_ratio,
+    peak_memory,
+    visual_tokens,
+)
 from shirg_eval.report.results import Key, TaskRun, load_task_runs, row_label, sort_key
 
 # task-name prefix -> (headline metric, column label), first match wins; unknown tasks fall back to exact match.
@@ -227,9 +233,12 @@ def _task_columns(
         flags.partial_ratio |= not full
         raw[f"{t}.latency_ratio"] = lat_ratio
         disp[f"{t} latency ×base"] = rd.fmt_ratio(lat_ratio, "" if full else "†")
+    forwards = forward_passes(run) if run else math.nan
+    disp[f"{t} forwards"] = rd.fmt(forwards)
     mem, kind = peak_memory(run) if run else (math.nan, None)
     raw[f"{t}.peak_mem_gb"], raw[f"{t}.peak_mem_kind"] = mem, kind
     disp[f"{t} peak mem"] = rd.fmt_mem(mem, kind)
+    raw[f"{t}.n_forward"] = forwards
     return raw, disp
 
 
@@ -279,9 +288,16 @@ def build_leaderboard(
 
     pairs_raw, pairs_disp, pair_notes = control_pairs(rows, keys, labels, opts["headlines"], delta)
     footnote = _footnote(raw_df, tasks, labels.get(base_key) if base_key else None, common_base, opts, flags)
+    display = pd.DataFrame(disp_rows)
+    # Runs from before n_forward was recorded have no forwards column to show (not a column of dashes).
+    unrecorded = [f"{t} forwards" for t in tasks if raw_df[f"{t}.n_forward"].isna().all()]
+    display = display.drop(columns=unrecorded)
+    if len(unrecorded) < len(tasks):
+        footnote += (" forwards = mean LM forward passes per answer (its prefill + the denoising steps it took "
+                     "part in; threshold decoding lowers it).")
     return Leaderboard(
         raw=raw_df,
-        display=pd.DataFrame(disp_rows),
+        display=display,
         tasks=tasks,
         headlines=opts["headlines"],
         baseline=labels[base_key] if base_key else None,

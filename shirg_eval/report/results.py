@@ -43,7 +43,9 @@ INFRA_ARGS = frozenset(
 # What the numbers were computed *with*: the base checkpoint, the weights' dtype, the KV-cache storage and the
 # attention kernel. Runs that differ here are separate rows (never "newest wins"); values come from the
 # samples' run_meta (resolved, e.g. the dtype actually used) and fall back to model_args.
-BASE_ARGS = ("pretrained", "dtype", "kv_dtype", "attn_implementation")
+# The batch size too (run_meta.batch_size, --batch_size): it changes what latency means (the batch's wall time);
+# batch 1 is left out of the key, so rows from before batching and batch-1 rows are one row.
+BASE_ARGS = ("pretrained", "dtype", "kv_dtype", "attn_implementation", "batch_size")
 CELL_FILE = "cell.json"  # written by shirg-sweep into each cell folder: {cell, controls, ...}
 
 # Display order of known variants; others follow alphabetically.
@@ -215,6 +217,8 @@ def _identity(results: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str |
         f"{k}={v}" for k, v in sorted(args.items()) if k not in INFRA_ARGS and k not in BASE_ARGS
     )
     base_values = {k: meta.get(k) if meta.get(k) not in (None, "") else args.get(k) for k in BASE_ARGS}
+    if str(base_values["batch_size"]) == "1":
+        base_values["batch_size"] = None
     base = ",".join(f"{k}={v}" for k, v in base_values.items() if v not in (None, ""))
     return str(variant), (str(lora) if lora else None), settings, base
 

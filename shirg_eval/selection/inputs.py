@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..model.preprocess import ImageViews, fitted_size
+from ..model.sampler import StageTimer, mark
 from ..model.tower_probe import TowerProbe
 from .context import SelectionContext, SelectorNeeds, ViewLayout
 
@@ -66,8 +67,11 @@ def anyres_layout(views: ImageViews, side: int, tile_px: int) -> ViewLayout:
     return ViewLayout(rows * cols + 1, view_of, side, (cols, rows), global_to_view)
 
 
-def selector_inputs(model: LavidaModel, views: ImageViews, needs: SelectorNeeds, anyres: bool = False) -> SelectorInputs:
-    """Run the tower (with the probe the selector declared) and arrange what the selector gets."""
+def selector_inputs(model: LavidaModel, views: ImageViews, needs: SelectorNeeds, anyres: bool = False,
+                    timer: StageTimer | None = None) -> SelectorInputs:
+    """Run the tower (with the probe the selector declared) and arrange what the selector gets.
+
+    ``timer`` (optional) closes the ``vision`` and ``projector`` stages."""
     pixels = views.pixel_values
     n_views = int(pixels.shape[0])
     if anyres != (views.grid_wh is not None and n_views > 1):
@@ -77,8 +81,10 @@ def selector_inputs(model: LavidaModel, views: ImageViews, needs: SelectorNeeds,
     probe = TowerProbe(model.vision_tower, needs.attention_layers, needs.keys) if needs.tower_probe else None
     with probe if probe is not None else nullcontext():
         features = model.encode_views(pixels)  # [V, side^2, C]
+    mark(timer, "vision")
     side = math.isqrt(features.shape[1])
     tokens = features if needs.features else model.project(features)
+    mark(timer, "projector")
     device = tokens.device
     if anyres:
         order = anyres_order(side, views.grid_wh).to(device)

@@ -16,6 +16,7 @@ import torch
 
 from ..model.lavida import IMAGE_TOKEN_INDEX, VisualSequence
 from ..model.preprocess import ImageViews
+from ..model.sampler import StageTimer, mark
 from .inputs import selector_inputs
 from .registry import available_selectors, build_selector, get_selector
 
@@ -135,19 +136,29 @@ class VisualPath:
         return proc.single(image, self.resolution, self.view_mode)
 
     def encode(self, views: ImageViews, text_embeds: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> VisualSequence:
+               generator: torch.Generator | None = None, timer: StageTimer | None = None) -> VisualSequence:
+        """Model time: views -> visual sequence. ``timer`` (optional) closes the stages ``vision`` (SigLIP),
+        ``projector`` and ``selection`` (the selector, or LaViDa's pooling and anyres layout)."""
         model = self.model
         if self.resolution is None and not self.anyres:
-            embeds = model.release_embeds(views)
+            # LaViDa's release_embeds, stage by stage (the same ops in the same order)
+            features = model.encode_views(views.pixel_values)
+            mark(timer, "vision")
+            projected = model.project(features)
+            mark(timer, "projector")
+            embeds = model.layout_block(model.pool_2d(projected, mode=model.config.mm_spatial_pool_mode), views)
+            mark(timer, "selection")
             return VisualSequence(embeds, views, info={**self.describe(), "n_views": int(views.pixel_values.shape[0])})
-        inputs = selector_inputs(model, views, self.selector.needs_for(self.anyres), anyres=self.anyres)
+        inputs = selector_inputs(model, views, self.selector.needs_for(self.anyres), anyres=self.anyres, timer=timer)
         if text_embeds is not None and text_embeds.dim() == 2:
             text_embeds = text_embeds[None]
         if inputs.in_feature_space:
             text_embeds = None  # LM-width text cannot meet pre-projector features; no such selector reads text
         result = self.selector(inputs.tokens, inputs.grid_hw, text_embeds=text_embeds, generator=generator,
                                context=inputs.context)
+        mark(timer, "selection")
         embeds = model.project(result.tokens[0]) if inputs.in_feature_space else result.tokens[0]
+        mark(timer, "projector")  # feature-space selectors: the kept tokens' projection
         info = {**self.describe(), **result.info, "grid": list(inputs.grid_hw)}
         if self.anyres:
             info["n_views"] = int(views.pixel_values.shape[0])
