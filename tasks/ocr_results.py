@@ -23,18 +23,10 @@ from typing import Any
 from shirg_eval.metrics import anls, exact_match
 from shirg_eval.tasks.efficiency_metrics import efficiency_fields
 from shirg_eval.tasks.results import failed_sample, prediction_text
-from shirg_eval.tasks.specs import OCRBENCH_QUOTAS
+from shirg_eval.tasks.specs import OCRBENCH_QUOTAS, answer_list
 
 TEXTVQA_HEADLINE = "vqa_accuracy"  # lmms-eval's textvqa_val key: exact_match
 OCRBENCH_HEADLINE = "ocrbench_mean_score"  # lmms-eval's ocrbench key: ocrbench_accuracy (= total / 1000)
-
-
-def answer_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(a) for a in value]
 
 
 def ocrbench_type_metric(question_type: str) -> str:

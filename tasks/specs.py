@@ -45,7 +45,7 @@ def _docvqa_text(doc: dict[str, Any]) -> str:
     return SEP.join(["docvqa", str(doc["questionId"]), str(doc["question"]), *sorted(str(a) for a in answers)])
 
 
-def _answer_list(value: Any) -> list[str]:
+def answer_list(value: Any) -> list[str]:
     """A gold-answer cell as a list of strings: the hubs store lists; a lone string is one answer."""
     if value is None:
         return []
@@ -55,22 +55,22 @@ def _answer_list(value: Any) -> list[str]:
 
 
 def _infovqa_text(doc: dict[str, Any]) -> str:
-    return SEP.join(["infovqa", str(doc["questionId"]), str(doc["question"]), *sorted(_answer_list(doc["answers"]))])
+    return SEP.join(["infovqa", str(doc["questionId"]), str(doc["question"]), *sorted(answer_list(doc["answers"]))])
 
 
 def infovqa_stratum(doc: dict[str, Any]) -> str:
     """InfoVQA's ``answer_type`` is a list (e.g. ["multi-span", "question span"]): its sorted tuple, joined by
     " + ", is the stratum; a row without answer types is stratum "none"."""
-    return " + ".join(sorted(_answer_list(doc.get("answer_type")))) or "none"
+    return " + ".join(sorted(answer_list(doc.get("answer_type")))) or "none"
 
 
 def _textvqa_text(doc: dict[str, Any]) -> str:
-    return SEP.join(["textvqa", str(doc["question_id"]), str(doc["question"]), *sorted(_answer_list(doc["answers"]))])
+    return SEP.join(["textvqa", str(doc["question_id"]), str(doc["question"]), *sorted(answer_list(doc["answers"]))])
 
 
 def _ocrbench_text(doc: dict[str, Any]) -> str:
     return SEP.join(["ocrbench", str(doc["dataset"]), str(doc["question_type"]), str(doc["question"]),
-                     *sorted(_answer_list(doc["answer"]))])
+                     *sorted(answer_list(doc["answer"]))])
 
 
 # OCRBench's 1,000 items: six recognition types x 50, three VQA/KIE types x 200, handwritten math x 100. The
