@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shirg_eval.metrics import anls, exact_match
@@ -60,43 +60,39 @@ def ocrbench_item_score(pred: str, answers: Sequence[str] | str, dataset: str, q
     return int(ocrbench_process_results(doc, [pred])["ocrbench_accuracy"]["score"])
 
 
-def infovqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
+def _scored(doc: dict[str, Any], results: Sequence[Any], answers_column: str,
+            headline: Callable[[str, list[str]], dict[str, Any]]) -> dict[str, Any]:
+    """One sample's row: the failure record if the model could not run, else the task's headline fields, then
+    exact match, CIDEr's inputs and the efficiency fields (the extras every task carries)."""
     failed = failed_sample(doc)
     if failed is not None:
         return failed
     pred = prediction_text(results)
-    answers = answer_list(doc.get("answers"))
-    out: dict[str, Any] = {"shirg_uid": doc["shirg_uid"], "failed": 0, "anls": anls(pred, answers)}
+    answers = answer_list(doc.get(answers_column))
+    out: dict[str, Any] = {"shirg_uid": doc["shirg_uid"], "failed": 0, **headline(pred, answers)}
     out.update(_extras(doc, pred, answers))
     return out
+
+
+def infovqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
+    return _scored(doc, results, "answers", lambda pred, answers: {"anls": anls(pred, answers)})
 
 
 def textvqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
-    failed = failed_sample(doc)
-    if failed is not None:
-        return failed
-    pred = prediction_text(results)
-    answers = answer_list(doc.get("answers"))
-    out: dict[str, Any] = {"shirg_uid": doc["shirg_uid"], "failed": 0,
-                           TEXTVQA_HEADLINE: textvqa_accuracy(pred, answers, doc.get("question_id"))}
-    out.update(_extras(doc, pred, answers))
-    return out
+    return _scored(doc, results, "answers", lambda pred, answers: {
+        TEXTVQA_HEADLINE: textvqa_accuracy(pred, answers, doc.get("question_id"))})
 
 
 def ocrbench_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
-    failed = failed_sample(doc)
-    if failed is not None:
-        return failed
-    pred = prediction_text(results)
-    answers = answer_list(doc.get("answer"))
-    qtype = str(doc["question_type"])
-    score = ocrbench_item_score(pred, answers, doc["dataset"], qtype)
-    out: dict[str, Any] = {"shirg_uid": doc["shirg_uid"], "failed": 0, OCRBENCH_HEADLINE: float(score),
-                           "ocrbench_correct": score, "question_type": qtype}
-    if qtype in OCRBENCH_TYPE_METRICS:
-        out[OCRBENCH_TYPE_METRICS[qtype]] = score
-    out.update(_extras(doc, pred, answers))
-    return out
+    def headline(pred: str, answers: list[str]) -> dict[str, Any]:
+        qtype = str(doc["question_type"])
+        score = ocrbench_item_score(pred, answers, doc["dataset"], qtype)
+        out: dict[str, Any] = {OCRBENCH_HEADLINE: float(score), "ocrbench_correct": score, "question_type": qtype}
+        if qtype in OCRBENCH_TYPE_METRICS:
+            out[OCRBENCH_TYPE_METRICS[qtype]] = score
+        return out
+
+    return _scored(doc, results, "answer", headline)
 
 
 def count_correct(items: Sequence[Any]) -> int:
