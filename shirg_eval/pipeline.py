@@ -119,6 +119,10 @@ class ShirgPipeline:
     def answer_batch(self, questions: list[Question], config: GenerationConfig | None = None) -> list[Answer]:
         """Answer every document with one batched decode (see the module docstring for what the timings mean)."""
         config = config or GenerationConfig()
+        if len(questions) > 1 and any(q.sample_key is None for q in questions):
+            # Without a key per document its random draws (sampling, random_k) would depend on its batch-mates.
+            raise ValueError("answer_batch with several questions needs a sample_key on each (e.g. the document id), "
+                             "so that each answer's random draws are its own")
         model, device = self.model, self.model.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

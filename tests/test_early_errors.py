@@ -203,3 +203,15 @@ def test_trainer_error_is_printed_once_per_machine(tmp_path, monkeypatch, capsys
     assert capsys.readouterr().err.strip() == "error: lr must be > 0, got -1.0"
     assert _train_main(argv, monkeypatch, rank="2") == 2  # node 1's first rank
     assert capsys.readouterr().err.strip() == "error: [rank 2] lr must be > 0, got -1.0"
+
+
+def test_batched_questions_without_keys_are_refused(tiny_checkpoint, tiny_model, tiny_tokenizer):
+    """Each document of a batch needs its own key: otherwise its random draws depend on its batch-mates."""
+    from PIL import Image
+
+    from shirg_eval.pipeline import Question, ShirgPipeline
+
+    pipe = ShirgPipeline(str(tiny_checkpoint), "random_k", model=tiny_model, tokenizer=tiny_tokenizer, k=64)
+    image = Image.new("RGB", (64, 64), "white")
+    with pytest.raises(ValueError, match="needs a sample_key on each"):
+        pipe.answer_batch([Question(image, "a?"), Question(image, "b?", sample_key="doc-b")])
