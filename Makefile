@@ -38,14 +38,14 @@ bench: setup
 # GPU run kit (docs/BENCHMARKS.md): gpu-prep here (PyPI reachable) fills .gpu/ with wheels + golden fixtures for a
 # GPU machine without network; gpu-check runs there (carry .gpu); gpu-dry-run is the same steps on a CPU at tiny dims.
 gpu-prep: setup
-	$(PY) bench/gpu_prep.py
+	$(PY) gpu_kit/gpu_prep.py
 
 gpu-check:
-	bash bench/gpu_check.sh --out $${OUT:-runs/gpu_check}
+	bash gpu_kit/gpu_check.sh --out $${OUT:-runs/gpu_check}
 	@echo "past GPU runs, their figures and how to read them: docs/BENCHMARKS.md"
 
 gpu-dry-run: setup
-	bash bench/gpu_check.sh --dry-run --out runs/gpu_check_dry
+	bash gpu_kit/gpu_check.sh --dry-run --out runs/gpu_check_dry
 
 lint: setup
 	$(VENV)/bin/ruff check shirg_eval train tasks tests bench

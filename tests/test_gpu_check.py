@@ -1,4 +1,4 @@
-"""The GPU run kit (bench/gpu_check.sh, gpu_check.py, gpu_summary.py, gpu_prep.py): its dry run end to end on the CPU, and the
+"""The GPU run kit (gpu_kit/gpu_check.sh, gpu_check.py, gpu_summary.py, gpu_prep.py): its dry run end to end on the CPU, and the
 parts a GPU run depends on that a dry run does not reach (time limits, stale or missing wheels, wheel trimming)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conftest import FIXTURES, REPO
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"kit_{name}", REPO / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"kit_{name}", REPO / "gpu_kit" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -34,7 +34,7 @@ def test_dry_run_runs_every_step(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "SHIRG_FIXTURES": str(FIXTURES), "PYTHON": sys.executable}
     # a generous budget: CI shares its CPU; the dry run needs about a minute on an idle 2-core machine
-    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out), "--budget",
+    proc = subprocess.run(["bash", str(REPO / "gpu_kit" / "gpu_check.sh"), "--dry-run", "--out", str(out), "--budget",
                            "540"], env=env, capture_output=True, text=True, timeout=660)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
@@ -98,7 +98,7 @@ def test_budget_skips_steps_that_cannot_fit(tmp_path):
 
 def test_preflight_stops_at_once_naming_what_is_missing(tmp_path):
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, str(REPO / "gpu_kit" / "gpu_check.py"), "--dry-run", "--out", str(tmp_path),
                            "--fixtures", str(tmp_path / "nowhere"), "--skip-harness"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and time.monotonic() - t0 < 60
@@ -110,26 +110,26 @@ def test_preflight_stops_at_once_naming_what_is_missing(tmp_path):
 
 def _kit_copy(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    (root / "bench").mkdir(parents=True)
+    (root / "gpu_kit").mkdir(parents=True)
     for name in ("gpu_check.sh", "gpu_prep.py", "gpu_check.py", "gpu_summary.py"):
-        shutil.copy(REPO / "bench" / name, root / "bench" / name)
+        shutil.copy(REPO / "gpu_kit" / name, root / "gpu_kit" / name)
     return root
 
 
 def test_gpu_mode_without_wheels_or_with_stale_ones_refuses(tmp_path):
     root = _kit_copy(tmp_path)
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(root / "gpu_kit" / "gpu_check.sh")], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "run 'make gpu-prep'" in proc.stderr
     (root / ".gpu" / "wheels").mkdir(parents=True)
     (root / ".gpu" / "wheels" / "shirg_eval-0.1.0-py3-none-any.whl").write_bytes(b"")
-    proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(root / "gpu_kit" / "gpu_check.sh")], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "manifest.json is missing" in proc.stderr
     (root / ".gpu" / "manifest.json").write_text(json.dumps({"source_sha256": "0" * 64,
                                                              "project_wheel": "shirg_eval-0.1.0-py3-none-any.whl"}))
-    proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(root / "gpu_kit" / "gpu_check.sh")], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "built from other sources than this tree" in proc.stderr
 
@@ -169,7 +169,7 @@ def test_pycocoevalcap_trim_keeps_python_and_a_consistent_record(tmp_path):
 
 def test_device_command_fits_the_tool():
     cmd = gpu_prep.device_command()
-    assert len(cmd) <= 2000 and "bench/gpu_check.sh" in cmd and "$OUT" in cmd
+    assert len(cmd) <= 2000 and "gpu_kit/gpu_check.sh" in cmd and "$OUT" in cmd
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -201,3 +201,11 @@ def test_kit_ships_the_pillow_the_goldens_were_made_with():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     floor = next(d for d in deps if d.startswith("pillow"))
     assert floor == f"pillow>={max(made).split('.')[0]}.0", floor
+
+
+def test_the_workplace_command_still_runs_the_kit(tmp_path):
+    """``bash bench/gpu_check.sh`` (the command the workplace's GPU instructions name) forwards to gpu_kit/."""
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--only", "preflight", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["kit"] == "gpu_kit/gpu_check.sh"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU training of the reference mini-LaViDa (shirg-train-reference), for the rare lent GPU.
 #
-#   bash bench/gpu_reference.sh                 # OUT=runs/gpu-reference by default; the device tool sets $OUT
-#   DENSE_MIN=2.5 QA_MIN=2.5 bash bench/gpu_reference.sh
+#   bash gpu_kit/gpu_reference.sh                 # OUT=runs/gpu-reference by default; the device tool sets $OUT
+#   DENSE_MIN=2.5 QA_MIN=2.5 bash gpu_kit/gpu_reference.sh
 #
 # The default recipe (700 tower steps of 256 crops, 900 answer steps of 16 images x 4 questions), with data rendered
 # by every spare core and a wall-clock cap per stage as a safety net (with a cap the learning rate anneals by

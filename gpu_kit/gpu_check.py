@@ -1,4 +1,4 @@
-"""The GPU run kit's steps, each in its own process under its own time limit (``bench/gpu_check.sh`` runs this).
+"""The GPU run kit's steps, each in its own process under its own time limit (``gpu_kit/gpu_check.sh`` runs this).
 
 Steps: ``preflight`` (imports, CUDA, fixtures, card and versions; stops the run at once if something core is
 missing), ``fidelity_fp32`` (tests/test_fidelity.py + tests/test_kv_cache.py against the golden fixtures on the
@@ -106,7 +106,7 @@ class Run:
         self.t0 = time.monotonic()
         out.mkdir(parents=True, exist_ok=True)
         self.log = open(out / "gpu_check.log", "a", buffering=1)
-        self.summary: dict = {"kit": "bench/gpu_check.sh", "mode": "dry-run (CPU, tiny dims)" if dry_run else "gpu",
+        self.summary: dict = {"kit": "gpu_kit/gpu_check.sh", "mode": "dry-run (CPU, tiny dims)" if dry_run else "gpu",
                               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                               "budget_s": budget_s, "steps": {}}
 

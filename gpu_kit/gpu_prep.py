@@ -1,4 +1,4 @@
-"""Prepare ``.gpu/`` for ``bench/gpu_check.sh`` on a lent GPU machine that has no network (``make gpu-prep``).
+"""Prepare ``.gpu/`` for ``gpu_kit/gpu_check.sh`` on a lent GPU machine that has no network (``make gpu-prep``).
 
 The GPU machine runs its own Python 3.12 with torch, transformers, pandas, pytest ... but without lmms-eval and
 its import chain, and without ``../shared``. This writes, inside the repository (``/.gpu/`` is git-ignored):
@@ -111,7 +111,7 @@ def build_project_wheel(dest: Path) -> Path:
 
 def device_command() -> str:
     """What the lead passes to the device tool's ``run`` (with carry [".gpu"] and timeout_s 480)."""
-    return 'bash bench/gpu_check.sh --out "$OUT"'
+    return 'bash gpu_kit/gpu_check.sh --out "$OUT"'
 
 
 
