@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from shirg_eval.data.reading import make_item
 
@@ -40,3 +41,22 @@ def test_summary_shares_sum_to_one():
     row = probe.summarise(pairs)
     assert abs(sum(row[c]["mass"] for c in probe.CLASSES) - 1) < 1e-9
     assert abs(sum(row[c]["area"] for c in probe.CLASSES) - 1) < 1e-9
+
+
+def test_glyph_probe_head_learns_separable_digits():
+    spec = importlib.util.spec_from_file_location(
+        "glyph_probe", Path(__file__).resolve().parents[1] / "scripts" / "glyph_probe.py")
+    glyph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glyph)
+    torch.manual_seed(0)
+    centres = torch.randn(11, 16) * 4
+    y = torch.arange(11).repeat(30)
+    x = centres[y] + torch.randn(y.numel(), 16) * 0.5
+    heads = glyph.fit_digit_probe(x, y, steps=200)
+    with torch.no_grad():
+        pred = heads.digit((x - heads.mean) / heads.std).argmax(-1)
+    assert float((pred == y).float().mean()) > 0.95
+    shuffled = glyph.fit_digit_probe(x, y[torch.randperm(y.numel())], steps=200)
+    with torch.no_grad():
+        held = centres[y] + torch.randn(y.numel(), 16) * 0.5
+        assert float((shuffled.digit((held - shuffled.mean) / shuffled.std).argmax(-1) == y).float().mean()) < 0.5
