@@ -32,7 +32,6 @@ from shirg_eval.model.lavida import LavidaModel
 from shirg_eval.model.tower_probe import TowerProbe
 from shirg_eval.reference.dense import BACKGROUND, PATCH, patch_labels
 from shirg_eval.reference.labels import view_windows
-from shirg_eval.selection.presets import VisualPath
 
 CLASSES = ("asked", "glyphs", "cue", "background")
 VIEWS = ("384", "672", "anyres_global", "anyres_tiles")
@@ -54,9 +53,9 @@ def patch_classes(item: ReadingItem, window: tuple[float, float, float, float], 
 def probe_views(model: LavidaModel, item: ReadingItem) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Per view kind: (attention received [N], patch classes [N]) of each view of that kind."""
     found: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {v: [] for v in VIEWS}
-    for name, variant, anyres in (("384", "lavida_384", False), ("672", "lavida_672", False),
-                                  ("anyres", "visionzip", True)):
-        views = VisualPath(model, variant, anyres=anyres).prepare(item.image)
+    proc = model.image_processor
+    for name, views in (("384", proc.single(item.image, 384, "resize")),
+                        ("672", proc.single(item.image, 672, "resize")), ("anyres", proc.anyres(item.image))):
         px = int(views.pixel_values.shape[-1])
         grid = px // PATCH
         with torch.no_grad(), TowerProbe(model.vision_tower, (-1,)) as probe:

@@ -28,16 +28,14 @@ from shirg_eval.data.reading import KINDS, make_item
 from shirg_eval.model.lavida import LavidaModel
 from shirg_eval.reference.dense import BACKGROUND, ReadingHeads, patch_labels
 from shirg_eval.reference.labels import view_windows
-from shirg_eval.selection.presets import VisualPath
 
 SCALES = ("384", "672", "672_pool2", "release")
 
 
 def scale_features(model: LavidaModel, item, scale: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``([P, C] features, [P] digit labels)`` of every patch / cell of ``item`` at ``scale``."""
-    variant, anyres = {"384": ("lavida_384", False), "672": ("lavida_672", False),
-                       "672_pool2": ("lavida_672", False), "release": ("visionzip", True)}[scale]
-    views = VisualPath(model, variant, anyres=anyres).prepare(item.image)
+    proc = model.image_processor
+    views = proc.anyres(item.image) if scale == "release" else proc.single(item.image, int(scale[:3]), "resize")
     px = int(views.pixel_values.shape[-1])
     with torch.no_grad():
         feats = model.encode_views(views.pixel_values)  # [V, g*g, C]
