@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..records import EfficiencyRecord
 from ..run_lock import RunLock
-from .efficiency import EfficiencyRecord
 
 
 def run_key(description: dict[str, Any]) -> str:
@@ -63,7 +63,7 @@ class AnswerJournal:
         if entry is None:
             return None
         rec = entry.get("record")
-        record = EfficiencyRecord(**rec) if rec else None
+        record = EfficiencyRecord.from_json(rec) if rec else None
         if record is not None:
             record.meta = {**record.meta, "resumed": True}
         return entry["text"], record

@@ -8,18 +8,24 @@ instead of being silently ignored.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..model.kv_cache import KV_DTYPES
 from ..model.loading import DEFAULT_PRETRAINED
+from ..records import INFRASTRUCTURE, RESOLVED
 
 
 @dataclass
 class ModelArgs:
-    pretrained: str = DEFAULT_PRETRAINED
-    lora: str | None = None
-    allow_base_mismatch: bool = False  # load a LoRA trained on other base weights (recorded in run_meta.lora)
+    """Fields marked ``INFRASTRUCTURE`` say where/how a run executed and are no part of its identity (one
+    leaderboard row); ``RESOLVED`` ones enter it as what actually ran (the weights' digest, the dtype used);
+    every other field is a setting of the computation (:mod:`shirg_eval.harness.identity`)."""
+
+    pretrained: str = field(default=DEFAULT_PRETRAINED, metadata=RESOLVED)
+    lora: str | None = field(default=None, metadata=RESOLVED)
+    # load a LoRA trained on other base weights (recorded in run_meta.lora); the base itself is in the identity
+    allow_base_mismatch: bool = field(default=False, metadata=INFRASTRUCTURE)
     k: int | None = None
     scaffold: bool | None = None
     alpha: float | None = None
@@ -38,13 +44,16 @@ class ModelArgs:
     threshold: float = 0.9  # decoding=threshold: commit every masked position whose confidence exceeds it
     compile: bool = False  # torch.compile the cached denoising step (static shapes, prefix-length buckets)
     compile_bucket: int = 128  # compile=true: prefix lengths padded up to a multiple of this
-    device: str | None = None
-    dtype: str | None = None
+    device: str | None = field(default=None, metadata=INFRASTRUCTURE)
+    dtype: str | None = field(default=None, metadata=RESOLVED)
     seed: int = 0
-    attn_implementation: str | None = None
-    allow_failures: bool = False  # score the rest and count failed samples instead of failing the run
-    pictures: int = 3  # selection overlays saved for the first N samples (beside the results)
-    journal: str | None = None  # directory of the resume journal (the lmms_eval command sets one per output_path)
+    attn_implementation: str | None = field(default=None, metadata=RESOLVED)
+    # score the rest and count failed samples instead of failing the run
+    allow_failures: bool = field(default=False, metadata=INFRASTRUCTURE)
+    # selection overlays saved for the first N samples (beside the results)
+    pictures: int = field(default=3, metadata=INFRASTRUCTURE)
+    # directory of the resume journal (the lmms_eval command sets one per output_path)
+    journal: str | None = field(default=None, metadata=INFRASTRUCTURE)
     batch_size: int = 1  # not a model_arg: lmms-eval's --batch_size, parsed by parse_batch_size
 
     def selector_params(self) -> dict[str, Any]:
