@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shirg_eval.report.leaderboard import build_leaderboard
 from shirg_eval.report.results import load_task_runs
+from shirg_eval.report.table import build_leaderboard
 from shirg_eval.tasks.results import aggregate_cider
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))

@@ -22,7 +22,9 @@ import pandas as pd
 import pytest
 
 from shirg_eval.report import leaderboard as lbm
+from shirg_eval.report import table
 from shirg_eval.report.efficiency import latencies
+from shirg_eval.report.render import render
 from shirg_eval.report.results import load_task_runs, scalar
 
 DATA = Path(__file__).parent / "data" / "results" / "roadmap"
@@ -33,19 +35,19 @@ EXPECTED_MARKDOWN = """\
 |:------------|:---------------------|:-----------|:---------------------|:----------------------------|:--------------------|:---------------------------|:------------------------|:----------------------|:---------------------|:----------------------------|:-----------------------|:--------------------|:--------------------|:-------------------|:--------------------------|:-----------------------|:---------------------|:--------------------|:---------------------------|:----------------------|
 | lavida      | none                 | default    | 980                  | 60.0 [30.0, 90.0]           | 150.0               | (baseline)                 | (baseline)              | (baseline)            | 100.0                | 1.00×                       | 1.50 GB (CPU RSS)      | 980                 | 60.0 [35.0, 85.0]   | 242.4              | (baseline)                | (baseline)             | (baseline)           | 100.0               | 1.00×                      | 1.50 GB (CPU RSS)     |
 | shirg_fixed | runs/lora_r32/latest | default    | 1216                 | 80.0 [50.0, 100.0]          | 200.0               | 1.24×                      | +20.0 [+0.0, +50.0]     | +50.0 [+0.0, +125.0]  | 150.0                | 1.50×                       | 1.75 GB (GPU alloc)    | 1216                | 80.0 [55.0, 100.0]  | 300.0              | 1.24×                     | +20.0 [+5.0, +35.0]    | +57.6 [+0.0, +123.1] | 150.0               | 1.50×                      | 1.75 GB (GPU alloc)   |
-| pool_k      | none                 | k=768      | 768                  | 50.0 [20.0, 80.0]           | 125.0               | 0.78×                      | -10.0 [-50.0, +30.0]    | -25.0 [-125.0, +75.0] | 80.0                 | 0.80×                       | 1.25 GB (CPU RSS)      | —                   | —                   | —                  | —                         | —                      | —                    | —                   | —                          | —                     |
+| pool_k      | none                 | default    | 768                  | 50.0 [20.0, 80.0]           | 125.0               | 0.78×                      | -10.0 [-50.0, +30.0]    | -25.0 [-125.0, +75.0] | 80.0                 | 0.80×                       | 1.25 GB (CPU RSS)      | —                   | —                   | —                  | —                         | —                      | —                    | —                   | —                          | —                     |
 
 Note: documents per task: chartqa_200 n=10, docvqa_200 n=10; all rows: dtype=float32, pretrained=/models/tiny-lavida; 95% CIs: percentile bootstrap over documents (2000 resamples, seed 0); Δ = run − baseline lavida, paired bootstrap over the same document ids; CIDEr Δ recomputes corpus CIDEr-D per resample (200 resamples); tokens ×base = ratio of the mean visual-token counts, "matched budget" only when they are equal; every column is per task: visual tokens = mean over all the task's documents (warm-up included); p50 = median per-document latency in ms without the task's warm-up document; latency ×base = the same median ratio over the documents timed in both rows; CIDEr ×100; peak mem = max over the task's samples; GPU alloc = CUDA max allocated per sample, CPU RSS = process peak RSS (cumulative over the process's tasks).
 """
 
 
 @pytest.fixture(scope="module")
-def board() -> lbm.Leaderboard:
-    return lbm.build_leaderboard(load_task_runs([DATA]), baseline="lavida")
+def board() -> table.Leaderboard:
+    return table.build_leaderboard(load_task_runs([DATA]), baseline="lavida")
 
 
-def test_markdown_exact(board: lbm.Leaderboard) -> None:
-    assert lbm.render(board, "markdown") == EXPECTED_MARKDOWN
+def test_markdown_exact(board: table.Leaderboard) -> None:
+    assert render(board, "markdown") == EXPECTED_MARKDOWN
 
 
 def test_cli_markdown_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,14 +55,14 @@ def test_cli_markdown_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == EXPECTED_MARKDOWN
 
 
-def test_csv_values(board: lbm.Leaderboard, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_values(board: table.Leaderboard, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "lb.csv"
     assert lbm.main([str(DATA), "--baseline", "lavida", "--format", "csv", "--output", str(out)]) == 0
     assert "percentile bootstrap" in capsys.readouterr().err  # the footnote goes to stderr for CSV
     lines = out.read_text().splitlines()
     assert lines[0].startswith("label,variant,lora,settings,base,chartqa_200.visual_tokens,chartqa_200.relaxed_overall,")
     # missing cells are empty, never 0
-    assert lines[3].startswith('pool_k[k=768],pool_k,,k=768,"pretrained=/models/tiny-lavida,dtype=float32",768.0,50.0,')
+    assert lines[3].startswith('pool_k,pool_k,,,"pretrained=/models/tiny-lavida,dtype=float32",768.0,50.0,')
     assert lines[3].endswith(",0.8,1.25,cpu_peak_rss" + "," * 20)  # chartqa n_forward, then docvqa's 19 empty
     df = pd.read_csv(io.StringIO(out.read_text()))
     assert list(df["variant"]) == ["lavida", "shirg_fixed", "pool_k"]
@@ -81,8 +83,8 @@ def test_csv_values(board: lbm.Leaderboard, tmp_path: Path, capsys: pytest.Captu
     assert "chartqa_200 forwards" not in board.display.columns
 
 
-def test_latex_exact_rows(board: lbm.Leaderboard) -> None:
-    tex = lbm.render(board, "latex").splitlines()
+def test_latex_exact_rows(board: table.Leaderboard) -> None:
+    tex = render(board, "latex").splitlines()
     assert tex[0] == r"\begin{tabular}{" + "l" * 21 + "}"
     rows = [" ".join(line.split()) for line in tex if line.rstrip().endswith(r"\\")]
     assert rows[0].startswith(
@@ -95,14 +97,14 @@ def test_latex_exact_rows(board: lbm.Leaderboard) -> None:
         r"100.0 & 1.00$\times$ & 1.50 GB (CPU RSS) \\"
     )
     assert rows[3] == (
-        r"pool\_k & none & k=768 & 768 & 50.0 [20.0, 80.0] & 125.0 & 0.78$\times$ & -10.0 [-50.0, +30.0] & "
+        r"pool\_k & none & default & 768 & 50.0 [20.0, 80.0] & 125.0 & 0.78$\times$ & -10.0 [-50.0, +30.0] & "
         r"-25.0 [-125.0, +75.0] & 80.0 & 0.80$\times$ & 1.25 GB (CPU RSS) & " + " & ".join(["--"] * 9) + r" \\"
     )
     assert tex[-1].startswith(r"Note: documents per task: chartqa\_200 n=10") and r"95\% CIs" in tex[-1]
 
 
-def test_html_exact_rows(board: lbm.Leaderboard) -> None:
-    html = lbm.render(board, "html")
+def test_html_exact_rows(board: table.Leaderboard) -> None:
+    html = render(board, "html")
     rows = [[c.strip() for c in r.split("</td><td>")] for r in html.split("<tr><td>")[1:]]
     rows = [[c.replace("</td></tr>", "").split("\n")[0].strip() for c in r] for r in rows]
     assert rows[1] == [
@@ -133,12 +135,12 @@ def test_html_exact_rows(board: lbm.Leaderboard) -> None:
 
 
 def test_no_baseline_means_no_delta_columns() -> None:
-    lb = lbm.build_leaderboard(load_task_runs([DATA]), n_boot=200)
+    lb = table.build_leaderboard(load_task_runs([DATA]), n_boot=200)
     assert not any("Δ" in c or "×base" in c for c in lb.display.columns)
     assert "Δ" not in lb.footnote
 
 
-def test_cider_matches_pycocoevalcap_directly(board: lbm.Leaderboard) -> None:
+def test_cider_matches_pycocoevalcap_directly(board: table.Leaderboard) -> None:
     from pycocoevalcap.cider.cider import Cider
 
     rows = [
@@ -155,7 +157,7 @@ def test_cider_matches_pycocoevalcap_directly(board: lbm.Leaderboard) -> None:
 
 
 def test_baseline_with_lora_and_unknown_baseline(capsys: pytest.CaptureFixture[str]) -> None:
-    lb = lbm.build_leaderboard(
+    lb = table.build_leaderboard(
         load_task_runs([DATA]), baseline="shirg_fixed@runs/lora_r32/latest", n_boot=100
     )
     assert lb.baseline == "shirg_fixed@runs/lora_r32/latest"
@@ -195,11 +197,13 @@ def test_newest_duplicate_wins(tmp_path: Path) -> None:
 
 
 def test_infrastructure_model_args_do_not_split_rows() -> None:
-    from shirg_eval.report.results import _identity
+    from shirg_eval.report.results import identity_of
+    from shirg_eval.report.rows import RowKey
 
     for extra in ("", ",device=cuda,journal=/j,pictures=0,allow_failures=true,allow_base_mismatch=true"):
         results = {"config": {"model": "shirg_fixed", "model_args": f"pretrained=/m,k=512,lora=/a{extra}"}}
-        assert _identity(results, {}) == ("shirg_fixed", "/a", "k=512", "pretrained=/m")
+        key = RowKey.of(identity_of(results, {}))
+        assert (key.variant, key.lora, key.settings, key.base) == ("shirg_fixed", "/a", "k=512", "pretrained=/m")
 
 
 def test_different_document_sets_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,15 +213,15 @@ def test_different_document_sets_refused(tmp_path: Path, capsys: pytest.CaptureF
     samples.write_text("\n".join(lines[:-1]) + "\n")  # pool_k lost one document
     assert lbm.main([str(runs), "--baseline", "lavida"]) == 2
     err = capsys.readouterr().err
-    assert "refusing to compare pool_k[k=768] (chartqa_200) with lavida (chartqa_200)" in err
-    assert "10 vs 9 ids; 1 only in lavida (chartqa_200), 0 only in pool_k[k=768] (chartqa_200)" in err
+    assert "refusing to compare pool_k (chartqa_200) with lavida (chartqa_200)" in err
+    assert "10 vs 9 ids; 1 only in lavida (chartqa_200), 0 only in pool_k (chartqa_200)" in err
 
 
 def test_results_without_samples_use_aggregates(tmp_path: Path) -> None:
     runs = _copy(tmp_path)
     for f in (runs / "pool_k").rglob("*.jsonl"):
         f.unlink()
-    lb = lbm.build_leaderboard(load_task_runs([runs]), baseline="lavida", n_boot=200)
+    lb = table.build_leaderboard(load_task_runs([runs]), baseline="lavida", n_boot=200)
     row = lb.display.iloc[2]
     assert row["chartqa_200 relaxed acc %"].startswith("50.0 [") and row[
         "chartqa_200 relaxed acc %"
@@ -301,19 +305,23 @@ def test_forwards_column_from_the_samples() -> None:
     runs = load_task_runs([DATA])
     for run in runs:
         for i, row in enumerate(run.samples or []):
-            row["n_forward"] = 33 if run.key[0] == "lavida" else 10 + 2 * (i % 2)
-    board = lbm.build_leaderboard(runs, baseline="lavida")
+            row["n_forward"] = 33 if run.key.variant == "lavida" else 10 + 2 * (i % 2)
+    board = table.build_leaderboard(runs, baseline="lavida")
     shown = dict(zip(board.display["variant"], board.display["chartqa_200 forwards"], strict=True))
     assert shown["lavida"] == "33.0" and shown["pool_k"] == "11.0"
     assert "forwards = mean LM forward passes per answer" in board.footnote
 
 
 def test_batch_size_is_part_of_a_rows_identity() -> None:
-    from shirg_eval.report.results import _identity
+    from shirg_eval.report.results import identity_of
+    from shirg_eval.report.rows import RowKey
+
+    def key(meta: dict) -> RowKey:
+        return RowKey.of(identity_of(results, meta))
 
     results = {"config": {"model": "shirg_fixed", "model_args": "pretrained=/m,k=512"}}
     meta = {"variant": "shirg_fixed", "dtype": "float32"}
-    one = _identity(results, {**meta, "batch_size": 1})
-    assert one == _identity(results, meta)  # batch 1 is the row of runs from before batching
-    eight = _identity(results, {**meta, "batch_size": 8})
-    assert eight != one and eight[3].endswith("batch_size=8")
+    one = key({**meta, "batch_size": 1})
+    assert one == key(meta)  # batch 1 is the row of runs from before batching
+    eight = key({**meta, "batch_size": 8})
+    assert eight != one and eight.base.endswith("batch_size=8")

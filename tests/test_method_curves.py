@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from shirg_eval.report.leaderboard import Leaderboard
 from shirg_eval.report.plots import accuracy_vs_tokens_by_method, method_curves, method_of, row_methods
+from shirg_eval.report.table import Leaderboard
 
 NAN = math.nan
 FP32, BF16 = "pretrained=/m,dtype=float32", "pretrained=/m,dtype=bfloat16"

@@ -90,8 +90,8 @@ def _own_task_copy(folder: str, yaml_names: list[str], task: str, data: Path, ou
 def test_five_tasks_one_run_with_side_file_efficiency(tiny_checkpoint, tmp_path: Path) -> None:
     from test_ocr_tasks import write_odd_rows
 
-    from shirg_eval.report.leaderboard import build_leaderboard
     from shirg_eval.report.results import load_task_runs
+    from shirg_eval.report.table import build_leaderboard
 
     data = {kind: write_odd_rows(kind, tmp_path / "data" / kind) for kind in ("infovqa", "textvqa", "ocrbench")}
     include = tmp_path / "own_tasks"

@@ -22,6 +22,7 @@ from ..model.compiled import COMPILE_STATS
 from ..model.sampler import GenerationConfig
 from ..pipeline import Answer, Question, ShirgPipeline
 from . import efficiency
+from .identity import run_meta
 from .journal import AnswerJournal
 from .model_args import parse_model_args
 from .question import selection_query
@@ -69,10 +70,9 @@ class ShirgLavidaLMM(lmms):
             )
         except (ValueError, OSError) as err:
             raise ValueError(f"--model {self.variant}: {err}") from err
-        self.run_meta = self.pipeline.describe()
-        self.run_meta["prefix_cache"] = self.args.prefix_cache
-        self.run_meta["kv_dtype"] = self.args.kv_dtype
-        self.run_meta.update(self._decoding_meta())
+        # What ran and what it computed (its identity keys the leaderboard row), beside every result row.
+        self.meta = run_meta(self.variant, self.args, self.pipeline.describe())
+        self.run_meta = self.meta.to_json()
         self._warm_tasks: set[str] = set()  # tasks whose first (warm-up) sample has run in this process
         self.picture_dir = os.environ.get("SHIRG_PICTURE_DIR")
         self._pictures_left = self.args.pictures if self.rank == 0 else 0
@@ -131,17 +131,6 @@ class ShirgLavidaLMM(lmms):
         if len(visuals) > 1:
             raise ValueError(f"{self.variant}: a request carries {len(visuals)} images; LaViDa takes one per prompt")
         return visuals[0] if visuals else None
-
-    def _decoding_meta(self) -> dict[str, Any]:
-        """How answers were decoded: part of every record (batch size and decoding change latency and answers)."""
-        meta: dict[str, Any] = {"batch_size": self.args.batch_size, "decoding": self.args.decoding,
-                                "latency_meaning": "batch wall time; amortized_latency_ms = latency / batch_size"}
-        if self.args.decoding == "threshold":
-            meta["threshold"] = self.args.threshold
-        meta["compile"] = self.args.compile
-        if self.args.compile:
-            meta["compile_bucket"] = self.args.compile_bucket
-        return meta
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Answers in request order. Requests are grouped by ``gen_kwargs`` (one decoding config per batch) with

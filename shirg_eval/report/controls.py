@@ -17,7 +17,8 @@ import pandas as pd
 from shirg_eval.report import bootstrap as bs
 from shirg_eval.report import render as rd
 from shirg_eval.report.efficiency import visual_tokens
-from shirg_eval.report.results import Key, TaskRun, sort_key
+from shirg_eval.report.results import TaskRun
+from shirg_eval.report.rows import RowKey, sort_key
 
 # (base run, run, metric, (base name, run name)) -> run - base, x100, paired over the same documents
 DeltaFn = Callable[[TaskRun, TaskRun, str, tuple[str, str]], bs.Interval]
@@ -31,14 +32,14 @@ def token_ratio(tokens: float, ref_tokens: float) -> tuple[float, bool]:
 
 
 def control_pairs(
-    rows: dict[Key, dict[str, TaskRun]],
-    keys: Sequence[Key],
-    labels: dict[Key, str],
+    rows: dict[RowKey, dict[str, TaskRun]],
+    keys: Sequence[RowKey],
+    labels: dict[RowKey, str],
     headlines: dict[str, tuple[str, str]],
     delta: DeltaFn,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(numbers, display strings, notes) of every reference-vs-control pair, one row per task both ran."""
-    by_cell: dict[str, set[Key]] = {}
+    by_cell: dict[str, set[RowKey]] = {}
     for key in keys:
         for run in rows[key].values():
             if run.cell:

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # headless: sweeps run on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 if TYPE_CHECKING:
-    from shirg_eval.report.leaderboard import Leaderboard
+    from shirg_eval.report.table import Leaderboard
 
 GALLERY_PER_ROW = 4
 MARKERS = "osD^vP*Xhp<>"
@@ -97,13 +97,13 @@ def method_of(variant: str, settings: str, lora: str | None = None) -> str:
 def row_methods(lb: Leaderboard) -> list[str]:
     """The curve of every row of ``lb.raw``: :func:`method_of`, plus ``{the base components that vary}`` when rows
     differ in their base (another checkpoint, dtype, KV dtype or kernel is another curve, as it is another row)."""
-    from shirg_eval.report.leaderboard import varying_base
+    from shirg_eval.report.rows import RowKey, varying_base
 
-    keys = [(str(r["variant"]), r["lora"] if isinstance(r.get("lora"), str) else None, r.get("settings") or "",
-             r.get("base") or "") for r in lb.raw.to_dict("records")]
+    keys = [RowKey(str(r["variant"]), r["lora"] if isinstance(r.get("lora"), str) else None, r.get("settings") or "",
+                   r.get("base") or "") for r in lb.raw.to_dict("records")]
     differing, _ = varying_base(keys)
-    return [method_of(variant, settings, lora) + (f" {{{differing[key]}}}" if differing[key] else "")
-            for key in keys for variant, lora, settings, _ in [key]]
+    return [method_of(key.variant, key.settings, key.lora) + (f" {{{differing[key]}}}" if differing[key] else "")
+            for key in keys]
 
 
 def method_curves(lb: Leaderboard, task: str) -> dict[str, list[tuple[float, float, float, float]]]:

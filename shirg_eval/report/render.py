@@ -1,4 +1,4 @@
-"""Cell formatting and table rendering (markdown, CSV, LaTeX, HTML) for :mod:`shirg_eval.report.leaderboard`.
+"""Cell formatting and table rendering (markdown, CSV, LaTeX, HTML) for :mod:`shirg_eval.report.table`.
 
 Missing numbers print as "—" (an empty CSV cell), never as 0.
 """
@@ -13,7 +13,7 @@ import pandas as pd
 from tabulate import tabulate
 
 if TYPE_CHECKING:
-    from shirg_eval.report.leaderboard import Leaderboard
+    from shirg_eval.report.table import Leaderboard
 
 MISSING = "—"
 MEM_KINDS = {"cuda_max_allocated": "GPU alloc", "cpu_peak_rss": "CPU RSS"}

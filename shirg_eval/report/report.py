@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shirg_eval.report.leaderboard import Leaderboard
     from shirg_eval.report.results import TaskRun
+    from shirg_eval.report.table import Leaderboard
 
 
 def run_metadata(run: TaskRun) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def run_metadata(run: TaskRun) -> dict[str, Any]:
     return {
         "variant": run.variant,
         "lora": run.lora,
-        "settings": run.settings,
+        "settings": run.key.settings,
         "task": run.task,
         "results_file": str(run.results_path),
         "samples_file": str(run.samples_path) if run.samples_path else None,
@@ -45,7 +45,7 @@ def _metadata_json(run: TaskRun) -> str:
 
 def write_report(lb: Leaderboard, out: Path, plot_files: list[Path], fmt: str = "md") -> Path:
     """Write ``report.md`` (PNGs referenced beside it) or ``report.html`` (PNGs embedded) into ``out``."""
-    from shirg_eval.report.leaderboard import render
+    from shirg_eval.report.render import render
 
     out.mkdir(parents=True, exist_ok=True)
     pngs = [p for p in plot_files if p.suffix == ".png"]

@@ -16,41 +16,20 @@ import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
+from shirg_eval.harness.identity import legacy_identity
 from shirg_eval.harness.side_efficiency import join_side_rows, side_file
+from shirg_eval.records import RunIdentity
+from shirg_eval.report.rows import RowKey
 
 RESULTS_SUFFIX = "_results.json"
 
-# model_args keys that say where/how a run executed rather than what was evaluated; they do not split rows.
-INFRA_ARGS = frozenset(
-    {
-        "lora",
-        "device",
-        "device_map",
-        "batch_size",
-        "trust_remote_code",
-        "variant",
-        "journal",
-        "pictures",
-        "allow_failures",
-        "allow_base_mismatch",  # lets a LoRA load onto other base weights; the base itself is in the row key
-    }
-)
-# What the numbers were computed *with*: the base checkpoint, the weights' dtype, the KV-cache storage and the
-# attention kernel. Runs that differ here are separate rows (never "newest wins"); values come from the
-# samples' run_meta (resolved, e.g. the dtype actually used) and fall back to model_args.
-# The batch size too (run_meta.batch_size, --batch_size): it changes what latency means (the batch's wall time);
-# batch 1 is left out of the key, so rows from before batching and batch-1 rows are one row.
-BASE_ARGS = ("pretrained", "dtype", "kv_dtype", "attn_implementation", "batch_size")
 CELL_FILE = "cell.json"  # written by shirg-sweep into each cell folder: {cell, controls, ...}
-
-# Display order of known variants; others follow alphabetically.
-VARIANT_ORDER = ("lavida", "lavida_384", "lavida_672", "shirg_original", "shirg_fixed", "pool_k", "random_k")
-
 
 def scalar(value: Any) -> float:
     """A per-sample metric value as float; NaN when absent or not numeric.
@@ -93,16 +72,11 @@ def parse_model_args(model_args: Any) -> dict[str, str]:
     return out
 
 
-Key = tuple[str, "str | None", str, str]  # (variant, lora, settings, base)
-
-
 @dataclass
 class TaskRun:
     """One task of one lmms-eval invocation."""
 
-    variant: str
-    lora: str | None
-    settings: str  # canonical non-infrastructure model_args ("coverage=false,k=512"); "" when none
+    identity: RunIdentity  # what the run computed (recorded, or derived for runs from before identities)
     task: str
     results_path: Path
     stamp: str  # the date_id prefix of the results file; sorts chronologically
@@ -111,17 +85,24 @@ class TaskRun:
     samples: list[dict[str, Any]] | None = None
     samples_path: Path | None = None
     run_meta: dict[str, Any] = field(default_factory=dict)
-    base: str = ""  # canonical BASE_ARGS ("pretrained=...,dtype=float32,kv_dtype=auto"); "" when unknown
     cell: str | None = None  # the shirg-sweep cell that produced the run (from cell.json)
     controls: str | None = None  # the cell this run is a same-budget control of (from cell.json)
 
+    @cached_property
+    def key(self) -> RowKey:
+        return RowKey.of(self.identity)
+
     @property
-    def key(self) -> Key:
-        return (self.variant, self.lora, self.settings, self.base)
+    def variant(self) -> str:
+        return self.identity.variant
+
+    @property
+    def lora(self) -> str | None:
+        return self.identity.lora
 
     @property
     def name(self) -> str:
-        return row_label(self.key)
+        return self.key.label()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -155,19 +136,6 @@ def doc_uid(row: dict[str, Any]) -> str:
     if uid is None and isinstance(row.get("doc"), dict):
         uid = row["doc"].get("shirg_uid")
     return str(uid if uid is not None else row.get("doc_id"))
-
-
-def row_label(key: Key, with_base: bool = False) -> str:
-    """``variant[settings]@lora``; ``{base}`` appended on request (when rows differ only by their base)."""
-    variant, lora, settings, base = key
-    label = variant
-    if settings:
-        label += f"[{settings}]"
-    if lora:
-        label += f"@{lora}"
-    if with_base and base:
-        label += f" {{{base}}}"
-    return label
 
 
 def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -204,23 +172,15 @@ def _first_meta(samples: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {}
 
 
-def _identity(results: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str | None, str, str]:
+def identity_of(results: dict[str, Any], meta: dict[str, Any]) -> RunIdentity:
+    """The run's recorded identity; for results written before identities were recorded, one derived from their
+    ``run_meta`` and ``--model_args``."""
+    if isinstance(meta.get("identity"), dict):
+        return RunIdentity.from_json(meta["identity"])
     config = results.get("config") or {}
     args = parse_model_args(config.get("model_args"))
     variant = meta.get("variant") or args.get("variant") or config.get("model") or "unknown"
-    lora = meta.get("lora") or meta.get("lora_path") or args.get("lora") or None
-    if isinstance(lora, dict):  # run_meta may record {"path": ..., "sha256": ...}
-        lora = lora.get("path")
-    if lora in ("", "none", "None", "null"):
-        lora = None
-    settings = ",".join(
-        f"{k}={v}" for k, v in sorted(args.items()) if k not in INFRA_ARGS and k not in BASE_ARGS
-    )
-    base_values = {k: meta.get(k) if meta.get(k) not in (None, "") else args.get(k) for k in BASE_ARGS}
-    if str(base_values["batch_size"]) == "1":
-        base_values["batch_size"] = None
-    base = ",".join(f"{k}={v}" for k, v in base_values.items() if v not in (None, ""))
-    return str(variant), (str(lora) if lora else None), settings, base
+    return legacy_identity(str(variant), args, meta)
 
 
 def _cell_info(results_path: Path) -> dict[str, Any]:
@@ -252,13 +212,10 @@ def load_results_file(path: Path) -> list[TaskRun]:
         side = side_file(path, task)
         if samples is not None and side.exists():  # lmms-eval's own task: efficiency from the side file
             join_side_rows(samples, side, task)
-        variant, lora, settings, base = _identity(results, _first_meta(samples))
+        meta = _first_meta(samples)
         runs.append(
             TaskRun(
-                variant=variant,
-                lora=lora,
-                settings=settings,
-                base=base,
+                identity=identity_of(results, meta),
                 cell=cell.get("cell"),
                 controls=cell.get("controls"),
                 task=task,
@@ -268,20 +225,20 @@ def load_results_file(path: Path) -> list[TaskRun]:
                 metrics=metrics,
                 samples=samples,
                 samples_path=sp if samples is not None else None,
-                run_meta=_first_meta(samples),
+                run_meta=meta,
             )
         )
     return runs
 
 
 def load_task_runs(paths: Iterable[str | Path], log: TextIO | None = None) -> list[TaskRun]:
-    """Load every run under ``paths``; for a repeated (variant, lora, settings, base, task) keep the newest.
+    """Load every run under ``paths``; for a repeated (row key, task) keep the newest.
 
     Runs with another base checkpoint, dtype, KV dtype or attention kernel have another key: they are never
     collapsed, they become separate rows.
     """
     log = log if log is not None else sys.stderr
-    newest: dict[tuple[Any, ...], TaskRun] = {}
+    newest: dict[tuple[RowKey, str], TaskRun] = {}
     for path in find_results_files(paths):
         try:
             runs = load_results_file(path)
@@ -289,7 +246,7 @@ def load_task_runs(paths: Iterable[str | Path], log: TextIO | None = None) -> li
             print(f"shirg-leaderboard: skipping unreadable {path}: {exc}", file=log)
             continue
         for run in runs:
-            k = (*run.key, run.task)
+            k = (run.key, run.task)
             old = newest.get(k)
             if old is None:
                 newest[k] = run
@@ -297,14 +254,8 @@ def load_task_runs(paths: Iterable[str | Path], log: TextIO | None = None) -> li
             keep, drop = sorted((old, run), key=lambda r: (r.stamp, r.results_path.stat().st_mtime))[::-1]
             newest[k] = keep
             print(
-                f"shirg-leaderboard: {row_label(run.key, with_base=True)} / {run.task} appears twice; using the newest "
+                f"shirg-leaderboard: {run.key.label(with_base=True)} / {run.task} appears twice; using the newest "
                 f"{keep.results_path} and ignoring {drop.results_path}",
                 file=log,
             )
     return list(newest.values())
-
-
-def sort_key(key: Key) -> tuple[Any, ...]:
-    variant, lora, settings, base = key
-    rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
-    return (rank, variant, lora or "", settings, base)

@@ -347,18 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shirg-sweep: leaderboard not built: another sweep is running {', '.join(runner.busy)}",
               file=sys.stderr)
         return status
-    from shirg_eval.report.leaderboard import LeaderboardError, run_leaderboard
+    from shirg_eval.report.publish import LeaderboardArgs, run_leaderboard
+    from shirg_eval.report.table import LeaderboardError
 
     out = sweep.output_root / "leaderboard.md"
     for baseline in dict.fromkeys([sweep.baseline, None]):  # without deltas if the baseline cannot be used
         try:
-            run_leaderboard(
-                [sweep.output_root],
-                baseline=baseline,
-                output=out,
-                plots=sweep.output_root / "plots",
-                n_boot=args.n_boot,
-            )
+            run_leaderboard(LeaderboardArgs([sweep.output_root], baseline=baseline, output=out,
+                                            plots=sweep.output_root / "plots", n_boot=args.n_boot))
             print(
                 f"shirg-sweep: leaderboard at {out}, plots in {sweep.output_root / 'plots'}", file=sys.stderr
             )
