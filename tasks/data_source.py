@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shirg_eval.harness import compat
 from shirg_eval.tasks.specs import SPECS, TaskSpec
 
 try:  # lmms-eval logs through loguru; use it so our warnings land in the same stream
@@ -149,18 +150,15 @@ def task_class(task: str) -> type:
     """
     if task in _TASK_CLASSES:
         return _TASK_CLASSES[task]
-    from lmms_eval.api.task import ConfigurableTask
-
-    from shirg_eval.tasks.results import keep_results_to_metrics
-
-    keep_results_to_metrics()
+    compat.keep_results_to_metrics()
     spec = SPECS[task]
+    ConfigurableTask = compat.configurable_task()  # noqa: N806 - a class
     parent_download = ConfigurableTask.download
-    unretried_download = getattr(parent_download, "__wrapped__", parent_download)
+    unretried_download = compat.unretried_download()
 
     class ShirgTask(ConfigurableTask):
         SPEC = spec
-        SHIRG_TASK = True  # results.json keeps only metric_list metrics (see keep_results_to_metrics)
+        SHIRG_TASK = True  # results.json keeps only metric_list metrics (compat.keep_results_to_metrics)
 
         def __init__(self, config: dict[str, Any] | None = None, model_name: str | None = None, **kwargs: Any):
             config = {k: v for k, v in (config or {}).items() if k != "class"}
@@ -172,8 +170,8 @@ def task_class(task: str) -> type:
             if not local and spec.default_data is not None:
                 local = str(spec.default_data())
             if local:
-                self.DATASET_PATH, kwargs = local_source(local, split)
-                self.DATASET_NAME = None
+                path, kwargs = local_source(local, split)
+                compat.set_dataset_source(self, path, None)
                 log.info(f"{spec.name}: reading local data {local} ({spec.env_var})")
                 # A local read fails the same way every time: skip lmms-eval's retry loop.
                 return unretried_download(self, kwargs)

@@ -7,7 +7,7 @@ official scorer's rule); ``relaxed_norm`` is the normalised ChartQA variant, an 
 
 Besides metrics, ``process_results`` returns per-sample fields (``shirg_uid``, ``run_meta``, ``latency_ms``, ...)
 for the samples log, where the leaderboard reads them. lmms-eval would also put each of them into results.json as
-an empty list; :func:`keep_results_to_metrics` leaves them out there.
+an empty list; :func:`shirg_eval.harness.compat.keep_results_to_metrics` leaves them out there.
 """
 
 from __future__ import annotations
@@ -82,31 +82,3 @@ def docvqa_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any
     }
     out.update(efficiency_fields(doc["shirg_uid"]))
     return out
-
-
-def keep_results_to_metrics() -> None:
-    """Make lmms-eval write only the metric_list metrics of our tasks into results.json (idempotent).
-
-    lmms-eval 0.7.3 uses every key ``process_results`` returns twice: in the sample's row of the samples log
-    (wanted) and in results.json, as ``"<key>,none": []`` for keys that no metric aggregates. It offers no hook
-    between the two, so this wraps ``lmms_eval.evaluator.consolidate_results`` (called once, after the metrics
-    are aggregated and the sample rows are built) to drop those keys for tasks marked ``SHIRG_TASK``.
-    """
-    import lmms_eval.evaluator as evaluator
-
-    original = evaluator.consolidate_results
-    if getattr(original, "shirg_metrics_only", False):
-        return
-
-    def consolidate_results(eval_tasks):  # noqa: ANN001, ANN202 - lmms-eval's signature
-        for task_output in eval_tasks:
-            task = task_output.task
-            if getattr(task, "SHIRG_TASK", False):
-                metrics = set(task.aggregation())
-                for key in [k for k in task_output.sample_metrics if k[0] not in metrics]:
-                    del task_output.sample_metrics[key]
-        return original(eval_tasks)
-
-    consolidate_results.shirg_metrics_only = True
-    consolidate_results.__wrapped__ = original
-    evaluator.consolidate_results = consolidate_results

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import compat
 from .side_efficiency import SIDE_DIR_ENV, SIDE_DIR_NAME, place_beside_results
 
 SUBCOMMANDS = {"tasks", "models", "ui", "serve", "power", "version", "tui", "mcp"}
@@ -36,7 +37,7 @@ def tasks_dir() -> str:
 def _new_results(output_path: str | None, since: float) -> list[str]:
     if not output_path:
         return []
-    found = glob.glob(os.path.join(output_path, "**", "*results.json"), recursive=True)
+    found = glob.glob(os.path.join(output_path, "**", f"*{compat.RESULTS_SUFFIX}"), recursive=True)
     return [f for f in found if os.path.getmtime(f) >= since - 1]
 
 
@@ -85,34 +86,29 @@ def model_args_error(model: str, model_args: str | dict | None) -> str | None:
 
 def _watch_failures(failures: list[str]) -> None:
     """Record why lmms-eval's per-config run failed; it only logs the error and carries on to exit 0."""
-    import lmms_eval.__main__ as lmms_main
-
-    original = lmms_main.cli_evaluate_single
-    if getattr(original, "_shirg_wrapped", False):
-        original = original.__wrapped__
-
     from shirg_eval.tasks.data_source import DataUnavailableError
 
-    def watched(args):
-        try:
-            results, samples = original(args)
-        except DataUnavailableError as err:
-            # The message says what to set; lmms-eval would print a traceback before it.
-            failures.append(str(err))
-            return None, None
-        except SystemExit as err:  # e.g. no --tasks given: lmms-eval calls sys.exit() with status 0
-            failures.append(f"lmms-eval stopped early (exit status {err.code!r}); see the log above")
-            raise
-        except BaseException as err:
-            failures.append(f"{type(err).__name__}: {err}")
-            raise
-        if results is None and int(os.environ.get("RANK", "0")) == 0:
-            failures.append("lmms-eval returned no results")
-        return results, samples
+    def wrap(original):  # noqa: ANN001, ANN202 - lmms-eval's cli_evaluate_single
+        def watched(args):  # noqa: ANN001, ANN202
+            try:
+                results, samples = original(args)
+            except DataUnavailableError as err:
+                # The message says what to set; lmms-eval would print a traceback before it.
+                failures.append(str(err))
+                return None, None
+            except SystemExit as err:  # e.g. no --tasks given: lmms-eval calls sys.exit() with status 0
+                failures.append(f"lmms-eval stopped early (exit status {err.code!r}); see the log above")
+                raise
+            except BaseException as err:
+                failures.append(f"{type(err).__name__}: {err}")
+                raise
+            if results is None and int(os.environ.get("RANK", "0")) == 0:
+                failures.append("lmms-eval returned no results")
+            return results, samples
 
-    watched._shirg_wrapped = True
-    watched.__wrapped__ = original
-    lmms_main.cli_evaluate_single = watched
+        return watched
+
+    compat.wrap_cli_evaluate_single(wrap)
 
 
 def _register_models() -> None:
@@ -137,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "eval":
         argv = argv[1:]
 
-    from lmms_eval.__main__ import cli_evaluate, parse_eval_args
     _register_models()
     sys.argv = ["lmms_eval", *argv]
-    _, args = parse_eval_args()
+    args = compat.parse_eval_args()
     user_paths = args.include_path if isinstance(args.include_path, list) else [args.include_path]
     args.include_path = [p for p in user_paths if p] + [tasks_dir()]
     listing = args.tasks in ("list", "list_groups", "list_tags", "list_subtasks")
@@ -177,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     _watch_failures(failures)
     start = time.time()
     try:
-        cli_evaluate(args)
+        compat.cli_evaluate(args)
     except SystemExit as err:
         if listing and not failures:
             return 0

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .compat import results_stamp
 from .efficiency import EfficiencyRecord
 
 SIDE_DIR_ENV = "SHIRG_EFFICIENCY_DIR"
@@ -27,8 +28,7 @@ SIDE_SUFFIX = "_shirg_efficiency_"  # <date_id>_shirg_efficiency_<task>.jsonl, b
 
 def side_file(results_path: Path, task: str) -> Path:
     """The side file of ``task`` beside ``<date_id>_results.json``."""
-    stamp = results_path.name[: -len("_results.json")]
-    return results_path.with_name(f"{stamp}{SIDE_SUFFIX}{task}.jsonl")
+    return results_path.with_name(f"{results_stamp(results_path)}{SIDE_SUFFIX}{task}.jsonl")
 
 
 class SideEfficiencyLog:

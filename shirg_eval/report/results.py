@@ -1,4 +1,4 @@
-"""Read lmms-eval 0.7.3 output folders into :class:`TaskRun` records.
+"""Read lmms-eval 0.7.3 output folders into :class:`TaskRun` records (the layout's names: harness/compat.py).
 
 lmms-eval writes ``<output_path>/<model_name_sanitized>/<date_id>_results.json`` (``date_id`` is
 ``%Y%m%d_%H%M%S``) and, with ``--log_samples``, ``<date_id>_samples_<task>.jsonl`` beside it. Aggregated metrics
@@ -22,12 +22,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from shirg_eval.harness.compat import METRIC_FILTER_SUFFIX, RESULTS_SUFFIX, results_stamp, samples_file
 from shirg_eval.harness.identity import legacy_identity
 from shirg_eval.harness.side_efficiency import join_side_rows, side_file
 from shirg_eval.records import RunIdentity
 from shirg_eval.report.rows import RowKey
-
-RESULTS_SUFFIX = "_results.json"
 
 CELL_FILE = "cell.json"  # written by shirg-sweep into each cell folder: {cell, controls, ...}
 
@@ -200,14 +199,14 @@ def _cell_info(results_path: Path) -> dict[str, Any]:
 def load_results_file(path: Path) -> list[TaskRun]:
     """All tasks of one results.json, with their samples when logged."""
     results = json.loads(path.read_text(encoding="utf-8"))
-    stamp = path.name[: -len(RESULTS_SUFFIX)]
+    stamp = results_stamp(path)
     cell = _cell_info(path)
     runs = []
     for task, agg in (results.get("results") or {}).items():
         metrics = {}
         for k, v in (agg or {}).items():
-            metrics[k[: -len(",none")] if k.endswith(",none") else k] = v
-        sp = path.with_name(f"{stamp}_samples_{task}.jsonl")
+            metrics[k.removesuffix(METRIC_FILTER_SUFFIX)] = v
+        sp = samples_file(path, task)
         samples = _read_jsonl(sp) if sp.exists() else None
         side = side_file(path, task)
         if samples is not None and side.exists():  # lmms-eval's own task: efficiency from the side file
