@@ -15,7 +15,7 @@
   subset equals its ``uids`` (same order) and raises otherwise. ``python -m shirg_eval.tasks.subset manifest ...``
   writes one for any dataset.
 * **Question.** ``process_docs`` also adds ``shirg_question`` (the doc's question alone), the text that
-  conditions visual-token selection (see :mod:`shirg_eval.harness.question`).
+  conditions visual-token selection (see :mod:`shirg_eval.query`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shirg_eval.harness.question import QUESTION_FIELD
+from shirg_eval.query import QUESTION_FIELD
 from shirg_eval.tasks.data_source import check_columns, load_split
 from shirg_eval.tasks.specs import SEP, SPECS, TaskSpec
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shirg_eval.report import bootstrap as bs
+from shirg_eval.metrics import bootstrap as bs
 
 
 def _run(values: np.ndarray) -> dict[str, float]:

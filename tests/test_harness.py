@@ -62,7 +62,7 @@ def test_lavida_rejects_selector_arguments(tiny_checkpoint):
 
 
 def test_selection_query_source():
-    from shirg_eval.harness.question import selection_query
+    from shirg_eval.query import selection_query
 
     prompt = "What is the peak?\nAnswer the question with a single word."
     assert selection_query({"shirg_question": "Declared?", "question": "What is the peak?"}, prompt) == (

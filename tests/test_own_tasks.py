@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from shirg_eval.harness.efficiency import EfficiencyRecord
-from shirg_eval.harness.question import selection_query
 from shirg_eval.harness.side_efficiency import (
     SideEfficiencyLog,
     join_side_rows,
     place_beside_results,
     side_file,
 )
+from shirg_eval.query import selection_query
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

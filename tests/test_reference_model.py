@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from shirg_eval.metrics.bootstrap import Interval, paired_bootstrap
 from shirg_eval.model.lavida import LavidaModel
 from shirg_eval.model.tiny import load_tokenizer
 from shirg_eval.reference.evaluate import answer_probabilities
-from shirg_eval.report.bootstrap import Interval, paired_bootstrap
 from shirg_eval.selection.presets import VisualPath
 
 pytestmark = pytest.mark.slow

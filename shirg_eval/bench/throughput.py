@@ -122,8 +122,8 @@ def _ratio(num: list[float], den: list[float]) -> dict[str, Any]:
 def compare_decoding(pipe: ShirgPipeline, n: int, threshold: float, batch: int, n_boot: int = 2000
                      ) -> dict[str, Any]:
     """Threshold vs fixed decoding on ``n`` test documents per reading set (greedy, the tasks' gen lengths)."""
+    from ..metrics.bootstrap import paired_bootstrap
     from ..reference.evaluate import TASK_GEN_LENGTH
-    from ..report.bootstrap import paired_bootstrap
 
     out: dict[str, Any] = {"threshold": threshold, "documents_per_set": n, "sets": {}}
     for kind in KINDS:

@@ -21,11 +21,11 @@ from tqdm import tqdm
 from ..model.compiled import COMPILE_STATS
 from ..model.sampler import GenerationConfig
 from ..pipeline import Answer, Question, ShirgPipeline
+from ..query import selection_query
 from . import efficiency
 from .identity import run_meta
 from .journal import AnswerJournal
 from .model_args import parse_model_args
-from .question import selection_query
 from .side_efficiency import SIDE_DIR_ENV, SideEfficiencyLog
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from shirg_eval.report import bootstrap as bs
+from shirg_eval.metrics import bootstrap as bs
 from shirg_eval.report import render as rd
 from shirg_eval.report.efficiency import visual_tokens
 from shirg_eval.report.results import TaskRun

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shirg_eval.report import bootstrap as bs
+from shirg_eval.metrics import bootstrap as bs
 from shirg_eval.report.render import render
 from shirg_eval.report.results import load_task_runs
 from shirg_eval.report.table import Leaderboard, LeaderboardError, build_leaderboard

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from shirg_eval.report import bootstrap as bs
+from shirg_eval.metrics import bootstrap as bs
 from shirg_eval.report import render as rd
 from shirg_eval.report.controls import control_pairs, token_ratio
 from shirg_eval.report.efficiency import (

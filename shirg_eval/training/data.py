@@ -3,7 +3,7 @@
 Records: ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
 {"from": "gpt", "value": "..."}]}``; the first human turn is the question, the first gpt turn the answer. A record
 may also carry ``"shirg_question"``: the text that conditions the selectors' relevance, as the harness's tasks
-declare it (``harness.question``), so that a task instruction in the human turn does not steer selection.
+declare it (``shirg_eval.query``), so that a task instruction in the human turn does not steer selection.
 Malformed records and missing images are dropped when the file is indexed; images that fail to decode are
 dropped when read. Both are counted, never raised.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..harness.question import QUESTION_FIELD
+from ..query import QUESTION_FIELD
 from .config import ConfigError, DataConfig
 
 IMAGE_TOKEN = "<image>"

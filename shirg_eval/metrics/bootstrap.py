@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..metrics.ptb_tokenizer import ptb_tokenize  # the same tokeniser as the task's `cider`
+from .ptb_tokenizer import ptb_tokenize  # the same tokeniser as the task's `cider`
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ try:  # lmms-eval logs through loguru; use it so the warning lands in the same s
 except ImportError:  # pragma: no cover - loguru ships with lmms-eval
     import logging
 
-    log = logging.getLogger("shirg_eval.harness")
+    log = logging.getLogger("shirg_eval.query")
 
 QUESTION_FIELD = "shirg_question"
 _warned: set[str] = set()
