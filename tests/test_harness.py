@@ -49,6 +49,9 @@ def test_model_args_types_and_unknown_keys():
 def test_every_variant_is_an_entry_point():
     from lmms_eval.models import get_model
 
+    from shirg_eval.harness.lmms_model import MODEL_CLASSES
+
+    assert list(MODEL_CLASSES) == list(VARIANTS)  # one declared class per preset, in the presets' order
     for name in VARIANTS:
         cls = get_model(name)
         assert cls.variant == name and cls.is_simple

@@ -265,18 +265,73 @@ class ShirgLavidaLMM(lmms):
         raise NotImplementedError(f"{self.variant}: multi-round generation is not supported")
 
 
-def _variant_class(name: str) -> type[ShirgLavidaLMM]:
-    cls = type(f"Shirg_{name}", (ShirgLavidaLMM,), {"variant": name, "__module__": __name__})
-    cls.__qualname__ = cls.__name__
-    return cls
+# One class per variant (selection/presets.py's VARIANTS; tests/test_harness.py checks that they agree), declared so
+# that a search for a variant's name finds its lmms-eval model.
 
 
-def _make_classes() -> dict[str, type[ShirgLavidaLMM]]:
-    from ..selection.presets import VARIANTS
-
-    return {name: _variant_class(name) for name in VARIANTS}
+class LavidaLMM(ShirgLavidaLMM):
+    variant = "lavida"
 
 
-MODEL_CLASSES = _make_classes()
-globals().update({cls.__name__: cls for cls in MODEL_CLASSES.values()})
+class Lavida384LMM(ShirgLavidaLMM):
+    variant = "lavida_384"
 
+
+class Lavida672LMM(ShirgLavidaLMM):
+    variant = "lavida_672"
+
+
+class ShirgFixedLMM(ShirgLavidaLMM):
+    variant = "shirg_fixed"
+
+
+class ShirgOriginalLMM(ShirgLavidaLMM):
+    variant = "shirg_original"
+
+
+class PoolKLMM(ShirgLavidaLMM):
+    variant = "pool_k"
+
+
+class RandomKLMM(ShirgLavidaLMM):
+    variant = "random_k"
+
+
+class VisionZipLMM(ShirgLavidaLMM):
+    variant = "visionzip"
+
+
+class DivPruneLMM(ShirgLavidaLMM):
+    variant = "divprune"
+
+
+class DartLMM(ShirgLavidaLMM):
+    variant = "dart"
+
+
+class HiredLMM(ShirgLavidaLMM):
+    variant = "hired"
+
+
+class PruMergeLMM(ShirgLavidaLMM):
+    variant = "prumerge"
+
+
+class PruMergePlusLMM(ShirgLavidaLMM):
+    variant = "prumerge_plus"
+
+
+class ToMeLMM(ShirgLavidaLMM):
+    variant = "tome"
+
+
+class FastVLMM(ShirgLavidaLMM):
+    variant = "fastv"
+
+
+MODEL_CLASSES: dict[str, type[ShirgLavidaLMM]] = {
+    cls.variant: cls for cls in (
+        LavidaLMM, Lavida384LMM, Lavida672LMM, ShirgFixedLMM, ShirgOriginalLMM, PoolKLMM, RandomKLMM, VisionZipLMM,
+        DivPruneLMM, DartLMM, HiredLMM, PruMergeLMM, PruMergePlusLMM, ToMeLMM, FastVLMM,
+    )
+}
