@@ -283,7 +283,7 @@ def _variant_class(name: str) -> type[ShirgLavidaLMM]:
 
 
 def _make_classes() -> dict[str, type[ShirgLavidaLMM]]:
-    from ..selection.presets import VARIANTS
+    from ..visual.variants import VARIANTS
 
     return {name: _variant_class(name) for name in VARIANTS}
 
