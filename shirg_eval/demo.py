@@ -36,7 +36,7 @@ def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
     from .data.reading import TASK_POST_PROMPTS, make_item
     from .model.lavida import LavidaModel
     from .model.sampler import GenerationConfig
-    from .model.tiny import load_tokenizer
+    from .model.tokenizer import load_tokenizer
     from .pipeline import ShirgPipeline
 
     item = make_item("chart", 7, split="test")

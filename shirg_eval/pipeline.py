@@ -22,10 +22,10 @@ import torch
 
 from .model.lavida import LavidaModel, VisualSequence
 from .model.loading import DEFAULT_PRETRAINED
-from .model.prompting import build_prompt_ids, decode_answer
+from .model.prompting import build_prompt_ids, decode_answer, question_embeds
 from .model.sampler import GenerationConfig, GenerationOutput, StageTimer, generate_batch, synced_perf_counter
-from .model.tiny import load_tokenizer
-from .selection.presets import VisualPath
+from .model.tokenizer import load_tokenizer
+from .visual.path import VisualPath
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ShirgPipeline:
         self.model = model
         self.lora_info: dict[str, Any] | None = None
         if lora:
-            from .training.adapters import load_adapter
+            from .model.adapters import load_adapter
 
             self.model, self.lora_info = load_adapter(self.model, lora, variant=variant,
                                                       allow_base_mismatch=allow_base_mismatch)
@@ -87,10 +87,7 @@ class ShirgPipeline:
 
     def question_embeds(self, question: str) -> torch.Tensor | None:
         """The question's LM input embeddings, for text-relevance scoring (None for an empty question)."""
-        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"] if question else []
-        if not ids:
-            return None
-        return self.model.embed_tokens(torch.tensor(ids, device=self.model.device))
+        return question_embeds(self.model, self.tokenizer, question)
 
     def reseed(self, sample_key: str) -> None:
         """Seed the per-sample RNG from (seed, sample key): answers do not depend on order or sharding."""

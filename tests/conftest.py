@@ -120,6 +120,6 @@ def tiny_model(tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_checkpoint):
-    from shirg_eval.model.tiny import load_tokenizer
+    from shirg_eval.model.tokenizer import load_tokenizer
 
     return load_tokenizer(tiny_checkpoint)

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from shirg_eval.model.tower_probe import encoder_layers
 from shirg_eval.selection.context import SelectionContext
-from shirg_eval.selection.inputs import anyres_order
-from shirg_eval.selection.presets import VisualPath
+from shirg_eval.visual.inputs import anyres_order
+from shirg_eval.visual.path import VisualPath
 
 ATTENTION_REDUCERS = ("visionzip", "hired", "prumerge", "prumerge_plus")
 

@@ -318,7 +318,7 @@ def test_bench_times_the_evaluation_path(tiny_model, tiny_tokenizer, monkeypatch
     from shirg_eval.bench.stages import MODEL_STAGES, VariantRunner, bench_image
     from shirg_eval.model.sampler import GenerationConfig
     from shirg_eval.pipeline import ShirgPipeline
-    from shirg_eval.selection.presets import VisualPath
+    from shirg_eval.visual.path import VisualPath
 
     encodes = []
     real_encode = VisualPath.encode

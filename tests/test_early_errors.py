@@ -60,7 +60,7 @@ def test_model_args_typo_stops_before_lmms_eval_builds_tasks(monkeypatch, capsys
 
 # ------------------------------------------------------------------------------------------ adapters
 def test_unknown_peft_type_names_the_file_and_the_supported_types(tiny_model, tmp_path):
-    from shirg_eval.training.adapters import AdapterError, load_adapter
+    from shirg_eval.model.adapters import AdapterError, load_adapter
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shirg_eval.harness.model_args import parse_model_args
-from shirg_eval.selection.presets import VARIANTS
+from shirg_eval.visual.variants import VARIANTS
 
 BIN = Path(sys.executable).parent
 EFFICIENCY = ("latency_ms", "prefill_ms", "denoise_ms", "peak_mem_gb", "visual_tokens")

@@ -30,9 +30,10 @@ KNOWN_VIOLATIONS = frozenset({
     ("shirg_eval.bench.throughput", "shirg_eval.reference.evaluate"),  # task generation lengths
     ("shirg_eval.harness.cli", "shirg_eval.tasks"),  # the lmms_eval command: moves to shirg_eval/cli/
     ("shirg_eval.harness.cli", "shirg_eval.tasks.data_source"),
-    ("shirg_eval.pipeline", "shirg_eval.training.adapters"),  # LoRA loading belongs below the pipeline
     ("shirg_eval.selection.viz_cli", "shirg_eval.pipeline"),  # shirg-viz: moves to shirg_eval/cli/
-    ("shirg_eval.selection.viz_cli", "shirg_eval.training.adapters"),
+    ("shirg_eval.selection.viz_cli", "shirg_eval.visual.path"),  # (its pictures and variants moved up to visual/)
+    ("shirg_eval.selection.viz_cli", "shirg_eval.visual.variants"),
+    ("shirg_eval.selection.viz_cli", "shirg_eval.visual.viz"),
 })
 
 

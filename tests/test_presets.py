@@ -6,7 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from shirg_eval.selection.presets import VARIANTS, UnknownVariantError, VisualPath
+from shirg_eval.selection.base import DEFAULT_K
+from shirg_eval.visual.path import VisualPath
+from shirg_eval.visual.variants import VARIANTS, UnknownVariantError, variant_settings
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,24 @@ def test_viz_shows_what_fastv_kept_in_the_lm(tiny_checkpoint, tiny_model, tiny_t
     pipe = ShirgPipeline(tiny_checkpoint, "fastv", model=tiny_model, tokenizer=tiny_tokenizer, k=128)
     visual = selected_visual(pipe, chart, "What is the highest value?")  # the visual side alone would keep 2304
     assert visual.n_tokens == 128 and visual.kept_indices.numel() == 128
+
+
+def test_another_selector_does_not_silently_drop_the_presets_parameters(tiny_model):
+    """prumerge_plus presets plus=True for prumerge: selector=tome would lose it, so that is refused with the fix."""
+    with pytest.raises(ValueError, match=r"'prumerge_plus' presets k=768, plus=True .*selector='tome'.*lavida_672"):
+        VisualPath(tiny_model, "prumerge_plus", selector="tome")
+    with pytest.raises(ValueError, match=r"'shirg_fixed' presets k=768 .*pass them explicitly"):
+        variant_settings("shirg_fixed", selector="pool_k")
+    # Every preset parameter given, or a variant without any: the caller's parameters, nothing of the preset's.
+    assert variant_settings("shirg_fixed", selector="pool_k", k=512).selector_params == {"k": 512}
+    settings = variant_settings("lavida_672", selector="pool_k")
+    assert (settings.selector, settings.selector_params, settings.resolution) == ("pool_k", {}, 672)
+    assert VisualPath(tiny_model, "lavida_672", selector="pool_k", k=DEFAULT_K).selector.k == DEFAULT_K
+
+
+def test_every_budget_default_is_the_one_default_k():
+    from shirg_eval.selection import build_selector
+
+    budgeted = [spec for spec in VARIANTS.values() if "k" in spec.selector_params]
+    assert budgeted and all(spec.selector_params["k"] == DEFAULT_K for spec in budgeted)
+    assert all(build_selector(spec.selector).params["k"] == DEFAULT_K for spec in budgeted)

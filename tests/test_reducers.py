@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import shirg_eval.selection as sel
 from shirg_eval.selection.context import SelectionContext, ViewLayout
-from shirg_eval.selection.inputs import anyres_order
 from shirg_eval.selection.selectors.hired import apportion
 from shirg_eval.selection.selectors.prumerge import iqr_outliers
+from shirg_eval.visual.inputs import anyres_order
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 VISION_SIDE = ("visionzip", "divprune", "dart", "hired", "prumerge", "tome")

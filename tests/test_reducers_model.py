@@ -14,9 +14,9 @@ from shirg_eval.model.prompting import build_prompt_ids
 from shirg_eval.model.sampler import GenerationConfig, generate
 from shirg_eval.model.tower_probe import TowerProbe
 from shirg_eval.pipeline import ShirgPipeline
-from shirg_eval.selection.inputs import anyres_layout, anyres_order
-from shirg_eval.selection.presets import VisualPath
 from shirg_eval.selection.selectors.fastv import fastv_prefill
+from shirg_eval.visual.inputs import anyres_layout, anyres_order
+from shirg_eval.visual.path import VisualPath
 
 REDUCERS = ("visionzip", "divprune", "dart", "hired", "prumerge", "prumerge_plus", "tome")
 QUESTION = "What is the highest value?"

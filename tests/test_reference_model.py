@@ -29,9 +29,9 @@ import torch
 
 from shirg_eval.metrics.bootstrap import Interval, paired_bootstrap
 from shirg_eval.model.lavida import LavidaModel
-from shirg_eval.model.tiny import load_tokenizer
+from shirg_eval.model.tokenizer import load_tokenizer
 from shirg_eval.reference.evaluate import answer_probabilities
-from shirg_eval.selection.presets import VisualPath
+from shirg_eval.visual.path import VisualPath
 
 pytestmark = pytest.mark.slow
 

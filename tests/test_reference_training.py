@@ -175,7 +175,7 @@ def test_guidance_labels_land_where_the_pixels_do(reference_init: Path, size: tu
 def test_guidance_reads_digits_and_points_at_the_asked_number(reference_init: Path) -> None:
     from shirg_eval.data.reading import COLOUR_NAMES, make_item
     from shirg_eval.model.lavida import LavidaModel
-    from shirg_eval.model.tiny import load_tokenizer
+    from shirg_eval.model.tokenizer import load_tokenizer
     from shirg_eval.reference.batches import QABatches, QASample
     from shirg_eval.reference.factory import POST_PROMPTS
     from shirg_eval.reference.guided import IGNORE, guided_loss, guided_sequences

@@ -36,7 +36,7 @@ def test_question_beyond_context_is_a_clear_error(pipe):
 
 
 def test_unknown_selector_names_the_known_ones(tiny_model):
-    from shirg_eval.selection.presets import VisualPath
+    from shirg_eval.visual.path import VisualPath
 
     with pytest.raises(ValueError, match="known selectors: .*full, .*shirg_fixed"):
         VisualPath(tiny_model, "shirg_fixed", selector="topk_magic")
@@ -148,7 +148,7 @@ def test_model_load_has_no_transformers_model_type_warning(tiny_checkpoint):
     warned "You are using a model of type `llava_llada` to instantiate a model of type ``" on every load."""
     import logging
 
-    from shirg_eval.model.tiny import load_tokenizer
+    from shirg_eval.model.tokenizer import load_tokenizer
 
     seen: list[str] = []
 

@@ -13,10 +13,10 @@ from PIL import Image
 from shirg_eval.data.synthetic import make_chartqa
 from shirg_eval.harness.model_args import parse_model_args
 from shirg_eval.model.sampler import GenerationConfig
-from shirg_eval.model.tiny import load_tokenizer
+from shirg_eval.model.tokenizer import load_tokenizer
 from shirg_eval.pipeline import ShirgPipeline
 from shirg_eval.report import sweep as sw
-from shirg_eval.selection.presets import VisualPath
+from shirg_eval.visual.path import VisualPath
 
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 # At least this many control pairs per shipped sweep, so the check below can never pass vacuously.

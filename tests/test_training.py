@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from shirg_eval.model.adapters import AdapterError
 from shirg_eval.model.config import CheckpointNotFoundError
 from shirg_eval.model.digest import weights_sha256
-from shirg_eval.training.adapters import AdapterError, lora_param_count_from_dims
+from shirg_eval.training.adapters import lora_param_count_from_dims
 from shirg_eval.training.config import (
     ConfigError,
     TrainConfig,
@@ -83,7 +84,7 @@ def start_records(out: Path) -> list[dict]:
 
 def prompt_embeds(model, tokenizer, image, variant: str = "lavida_384") -> torch.Tensor:
     from shirg_eval.model.prompting import build_prompt_ids
-    from shirg_eval.selection.presets import VisualPath
+    from shirg_eval.visual.path import VisualPath
 
     path = VisualPath(model, variant)
     visual = path.encode(path.prepare(image))
@@ -155,9 +156,9 @@ def test_records_may_declare_the_selection_query(tmp_path, tiny_checkpoint, tiny
     from PIL import Image
 
     from shirg_eval.model.lavida import LavidaModel
-    from shirg_eval.selection.presets import VisualPath
     from shirg_eval.training import loss
     from shirg_eval.training.data import SkipStats, parse_records
+    from shirg_eval.visual.path import VisualPath
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     turns = [{"from": "human", "value": "<image>\nWhat is it?\nAnswer with a word."}, {"from": "gpt", "value": "x"}]
@@ -178,9 +179,9 @@ def test_answers_padded_with_stop_tokens(tiny_checkpoint, tiny_tokenizer):
     from PIL import Image
 
     from shirg_eval.model.lavida import LavidaModel
-    from shirg_eval.selection.presets import VisualPath
     from shirg_eval.training.data import Sample
     from shirg_eval.training.loss import answer_stop_id, encode_sample
+    from shirg_eval.visual.path import VisualPath
 
     model = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
     path, stop = VisualPath(model, "lavida_384"), answer_stop_id(tiny_tokenizer)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from shirg_eval.selection.viz import (
+from shirg_eval.visual.viz import (
     TITLE_HEIGHT,
     cell_size,
     draw_posembed_heatmap,

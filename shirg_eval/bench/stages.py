@@ -25,9 +25,10 @@ from PIL import Image
 
 from ..model.config import LavidaConfig
 from ..model.lavida import LavidaModel
-from ..model.prompting import build_prompt_ids
+from ..model.prompting import build_prompt_ids, question_embeds
 from ..model.sampler import GenerationConfig
-from ..model.tiny import TinyDims, build_tokenizer, lavida_config_dict, load_tokenizer, make_tiny_checkpoint
+from ..model.tiny import TinyDims, build_tokenizer, lavida_config_dict, make_tiny_checkpoint
+from ..model.tokenizer import load_tokenizer
 from ..pipeline import Question, ShirgPipeline
 from .cost_model import DIMS, BenchDims
 
@@ -141,7 +142,7 @@ class VariantRunner:
         """The LM's prompt embeddings for ``image`` and the question, as evaluation builds them."""
         views = self.path.prepare(image)
         generator = self.pipeline.generator_for("bench/0")
-        visual = self.path.encode(views, self.pipeline.question_embeds(self.question), generator)
+        visual = self.path.encode(views, question_embeds(self.model, self.tokenizer, self.question), generator)
         return self.model.embed_prompt(build_prompt_ids(self.tokenizer, self.question), visual.embeds)
 
 

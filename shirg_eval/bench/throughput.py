@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"model": desc, "device": str(model.device), "variant": args.variant,
                               "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.agreement_docs:
-        from ..selection.presets import VARIANTS
+        from ..visual.variants import VARIANTS
 
         names = list(VARIANTS) if args.agreement_variants == "all" else args.agreement_variants.split(",")
         report["agreement"] = agreement(model, tokenizer, names, args.agreement_docs, max(sizes))

@@ -26,9 +26,9 @@ def setting_names() -> tuple[str, ...]:
 
 def _variant_defaults(variant: str, args: ModelArgs) -> dict[str, Any]:
     """The values the variant's preset and its selector take for arguments left unset."""
-    # The one place the report side reads the variant presets (selection.presets moves to visual/ in #21).
-    from ..selection.presets import VARIANTS
+    # The one place the report side reads the variant presets.
     from ..selection.registry import get_selector
+    from ..visual.variants import VARIANTS
 
     spec = VARIANTS.get(variant)
     if spec is None:  # a variant this version does not know (an old run): only ModelArgs' own defaults
@@ -37,7 +37,7 @@ def _variant_defaults(variant: str, args: ModelArgs) -> dict[str, Any]:
     out: dict[str, Any] = {"selector": selector, "resolution": spec.resolution, "anyres": False}
     if selector is None:
         return out
-    if selector == spec.selector:  # another selector does not take the preset's parameters (VisualPath)
+    if selector == spec.selector:  # another selector is given them explicitly (visual.variants.variant_settings)
         out.update({k: v for k, v in spec.selector_params.items() if k in ModelArgs.__dataclass_fields__})
     signature = inspect.signature(get_selector(selector).__init__)
     for name, param in signature.parameters.items():

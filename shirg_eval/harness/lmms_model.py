@@ -265,7 +265,7 @@ class ShirgLavidaLMM(lmms):
         raise NotImplementedError(f"{self.variant}: multi-round generation is not supported")
 
 
-# One class per variant (selection/presets.py's VARIANTS; tests/test_harness.py checks that they agree), declared so
+# One class per variant (visual/variants.py's VARIANTS; tests/test_harness.py checks that they agree), declared so
 # that a search for a variant's name finds its lmms-eval model.
 
 

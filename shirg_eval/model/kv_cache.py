@@ -128,6 +128,15 @@ class PrefixLayer(DynamicLayer):
                 self.values = self.value_buffer[:, :, : self.prefix_length]
         return self.key_buffer, self.value_buffer
 
+    def keep(self, positions: torch.Tensor) -> None:
+        """Narrow the stored prefix to ``positions`` (``[P]`` indices, in the order they are to be kept)."""
+        if self.key_buffer is not None:
+            raise RuntimeError("PrefixLayer.keep after the first denoising step; narrow the prefix right after "
+                               "the prefill")
+        # int8: the codes are narrowed; the per-channel scales (over every prefill token) stay as they are
+        self.keys, self.values = self.keys[:, :, positions], self.values[:, :, positions]
+        self.prefix_length = int(positions.numel())
+
     # ----------------------------------------------------------------- cache-layer protocol
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self._store(key_states, value_states)
@@ -167,6 +176,13 @@ class PrefixCache(Cache):
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)
+
+    def keep(self, positions: torch.Tensor) -> None:
+        """Keep only ``positions`` of the prefix in every layer filled so far (an in-LM reducer's pruning, FastV);
+        the layers filled afterwards store what they are given, so one prefix length holds in every layer."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keep(positions)
 
     def working_nbytes(self) -> int:
         return sum(layer.working_nbytes() for layer in self.layers)

@@ -6,7 +6,6 @@ One module, explicit config, readable forward. Checkpoint I/O lives in ``loading
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, LlamaForCausalLM, SiglipVisionModel
+from transformers.cache_utils import Cache
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from .compat import LAYER_CACHE_KWARG, LM_CACHE_KWARG
 from .config import LavidaConfig
 from .preprocess import ImageViews, LavidaImageProcessor
 
@@ -60,8 +62,13 @@ def unpad(fmap: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     return fmap[:, :, pad: cur_w - pad]
 
 
-# transformers 5.x renamed ``past_key_values`` to ``cache``; accept both spellings of the installed version.
-_CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+@dataclass
+class FirstLayers:
+    """The prompt after the LM's first layers (:meth:`LavidaModel.run_first_layers`)."""
+
+    hidden: torch.Tensor  # [B, T, D]: the last of those layers' output
+    position_ids: torch.Tensor  # [B, T]
+    queries: torch.Tensor | None = None  # [B, H, T, d]: that layer's attention queries, RoPE applied (if asked)
 
 
 class LavidaModel(nn.Module):
@@ -229,8 +236,57 @@ class LavidaModel(nn.Module):
             use_cache=use_cache or cache is not None,
             logits_to_keep=logits_to_keep,
             output_hidden_states=output_hidden_states,
-            **{_CACHE_KWARG: cache},
+            **{LM_CACHE_KWARG: cache},
         )
+
+    # ------------------------------------------------------------------ the LM a few layers at a time (in-LM reducers)
+    def _run_decoder_layers(self, layers: slice, hidden: torch.Tensor, position_ids: torch.Tensor,
+                            cache: Cache) -> torch.Tensor:
+        """``hidden`` through the decoder layers ``layers``, bidirectionally, each storing its keys/values in
+        ``cache``; the positions attend to each other only (the layers' cache entries must still be empty)."""
+        lm = self.language_model.model
+        batch, length, _ = hidden.shape
+        mask = bidirectional_mask(batch, length, length, hidden.dtype, hidden.device)
+        position_embeddings = lm.rotary_emb(hidden, position_ids=position_ids)
+        for layer in lm.layers[layers]:
+            out = layer(hidden, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                        position_embeddings=position_embeddings, **{LAYER_CACHE_KWARG: cache})
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def run_first_layers(self, inputs_embeds: torch.Tensor, n_layers: int, cache: Cache,
+                         return_queries: bool = False) -> FirstLayers:
+        """The prompt through the LM's first ``n_layers`` decoder layers (the start of :meth:`forward`), their
+        keys/values stored in ``cache``. ``return_queries``: also the last of those layers' attention queries
+        (what an in-LM reducer ranks tokens with, against that layer's cached keys)."""
+        if not 1 <= n_layers <= self.config.n_layers:
+            raise ValueError(f"n_layers={n_layers} must be in [1, {self.config.n_layers}]")
+        batch, length, _ = inputs_embeds.shape
+        position_ids = torch.arange(length, device=inputs_embeds.device)[None].expand(batch, -1)
+        attn = self.language_model.model.layers[n_layers - 1].self_attn
+        captured: dict[str, torch.Tensor] = {}
+        handle = (attn.q_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("q", out))
+                  if return_queries else None)
+        try:
+            hidden = self._run_decoder_layers(slice(0, n_layers), inputs_embeds, position_ids, cache)
+        finally:
+            if handle is not None:
+                handle.remove()
+        queries = None
+        if return_queries:
+            cos, sin = self.language_model.model.rotary_emb(hidden, position_ids=position_ids)
+            queries = captured["q"].view(batch, length, -1, attn.head_dim).transpose(1, 2)
+            queries, _ = apply_rotary_pos_emb(queries, queries, cos, sin)
+        return FirstLayers(hidden, position_ids, queries)
+
+    def run_layers_from(self, first_layer: int, hidden: torch.Tensor, position_ids: torch.Tensor,
+                        cache: Cache) -> torch.Tensor:
+        """``hidden`` (a :meth:`run_first_layers` output, or some of its positions with their ``position_ids``)
+        through the decoder layers from ``first_layer`` on, storing their keys/values in ``cache``; returns the
+        last layer's output (before the final norm)."""
+        if not 0 <= first_layer <= self.config.n_layers:
+            raise ValueError(f"first_layer={first_layer} must be in [0, {self.config.n_layers}]")
+        return self._run_decoder_layers(slice(first_layer, None), hidden, position_ids, cache)
 
     def logits(self, inputs_embeds: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.forward(inputs_embeds, **kwargs).logits

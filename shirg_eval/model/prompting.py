@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .lavida import IMAGE_TOKEN_INDEX
+
+if TYPE_CHECKING:
+    from .lavida import LavidaModel
 
 SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content that the "
@@ -71,3 +76,13 @@ def decode_answer(tokenizer, ids: torch.Tensor, mask_id: int | None = None) -> s
             continue
         kept.append(tid)
     return tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+def question_embeds(model: LavidaModel, tokenizer, question: str) -> torch.Tensor | None:
+    """``[T, D]``: the question's LM input embeddings, what text-aware selectors score against (None when empty).
+
+    The bare question, no chat template or special tokens: the same embeddings in evaluation, training and bench."""
+    ids = tokenizer(question, add_special_tokens=False)["input_ids"] if question else []
+    if not ids:
+        return None
+    return model.embed_tokens(torch.tensor(ids, device=model.device))

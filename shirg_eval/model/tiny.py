@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from .config import RELEASE_GRID_PINPOINTS, SIGLIP_SO400M_ID, LavidaConfig, load_vision_config
 from .prompting import FALLBACK_TEMPLATE, SYSTEM_PROMPT
@@ -132,21 +132,6 @@ def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, dims: TinyDims | No
     save_lavida(model, out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def load_tokenizer(path: str | Path):
-    """The checkpoint's tokenizer (LLaDA's for real weights, the tiny BPE for tiny ones), offline-safe.
-
-    AutoTokenizer reads the model config to pick a tokenizer class. transformers does not know ``llava_llada``,
-    so it falls back to ``PreTrainedConfig.from_pretrained``, which warns that a ``llava_llada`` config
-    instantiates a config of type ``""`` on every load. Handing it the same config built from the dict (what
-    that fallback returns, minus the type check) removes the cause; the tokenizer chosen is unchanged.
-    """
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
-        return AutoTokenizer.from_pretrained(str(path))
-    config = PreTrainedConfig.from_dict(json.loads(config_file.read_text()))
-    return AutoTokenizer.from_pretrained(str(path), config=config)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from ..model.kv_cache import fill_prefix
 from ..model.lavida import LavidaModel
 from ..model.prompting import build_prompt_ids
 from ..model.sampler import GenerationConfig
-from ..model.tiny import load_tokenizer
+from ..model.tokenizer import load_tokenizer
 from ..pipeline import ShirgPipeline
 
 TASK_GEN_LENGTH = {"chart": 16, "doc": 32}

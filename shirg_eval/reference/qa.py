@@ -1,6 +1,6 @@
 """Stage 2 of the reference recipe: question answering with LaViDa's masked-diffusion objective.
 
-Samples go through a :class:`~shirg_eval.selection.presets.VisualPath` (by default LaViDa's release path: anyres
+Samples go through a :class:`~shirg_eval.visual.path.VisualPath` (by default LaViDa's release path: anyres
 384 px tiles, 2x2 pooling, newlines), the ``llada`` prompt with one of the tasks' instructions, and an answer
 padded with end-of-text tokens to the generation length, as LLaDA's SFT does: the model learns to fill every
 masked slot after the answer with EOS, so decoding a 16- or 32-slot canvas ends cleanly.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..model.prompting import build_prompt_ids
-from ..training.loss import Sequence, answer_stop_id, question_embeds
+from ..model.prompting import build_prompt_ids, question_embeds
+from ..training.loss import Sequence, answer_stop_id
 from .batches import QASample
 
 GEN_LENGTHS = (16, 32)  # the tasks' max_new_tokens (ChartQA 16, DocVQA 32)

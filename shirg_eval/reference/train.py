@@ -35,9 +35,9 @@ from tqdm import tqdm
 from ..data.reading import COLOUR_NAMES
 from ..model.lavida import LavidaModel
 from ..model.loading import save_lavida
-from ..model.tiny import load_tokenizer
-from ..selection.presets import VisualPath
+from ..model.tokenizer import load_tokenizer
 from ..training.loss import masked_diffusion_loss
+from ..visual.path import VisualPath
 from .batches import DenseBatches, QABatches, loader
 from .dense import HEADS_FILE, ReadingHeads, dense_loss_from_batch
 from .factory import POST_PROMPTS, make_reference_init

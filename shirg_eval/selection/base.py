@@ -17,7 +17,11 @@ from torch import Tensor
 
 from .context import SelectionContext, SelectorNeeds
 
+# Visual tokens the LM receives when a budgeted selector is not told otherwise (every preset and selector default).
+DEFAULT_K = 768
+
 __all__ = [
+    "DEFAULT_K",
     "SelectionResult",
     "Selector",
     "check_bool",

@@ -19,13 +19,13 @@ from PIL import Image
 from ..model.config import CheckpointError, CheckpointNotFoundError
 from ..model.loading import DEFAULT_PRETRAINED
 from ..model.sampler import GenerationConfig
-from .presets import VARIANTS
-from .viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
+from ..visual.variants import VARIANTS
+from ..visual.viz import draw_posembed_heatmap, draw_selection, pooled_cosine_map
 
 if TYPE_CHECKING:
     from ..model.lavida import VisualSequence
     from ..pipeline import ShirgPipeline
-    from .presets import VisualPath
+    from ..visual.path import VisualPath
 
 
 def selected_visual(pipeline: ShirgPipeline, image: Image.Image, question: str = "") -> VisualSequence:
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.image and not args.posembed:
         parser.error("give an IMAGE, or --posembed IMAGE")
+    from ..model.adapters import AdapterError
     from ..pipeline import ShirgPipeline
-    from ..training.adapters import AdapterError
 
     params = {"k": args.k} if args.k else {}
     try:

@@ -9,8 +9,8 @@ __all__ = ["ConfigError", "TrainConfig", "load_config", "load_adapter", "train",
 
 
 def load_adapter(model, path, variant=None, merge=True, allow_base_mismatch=False):
-    """See :func:`shirg_eval.training.adapters.load_adapter`."""
-    from .adapters import load_adapter as _load
+    """See :func:`shirg_eval.model.adapters.load_adapter`."""
+    from ..model.adapters import load_adapter as _load
 
     return _load(model, path, variant=variant, merge=merge, allow_base_mismatch=allow_base_mismatch)
 

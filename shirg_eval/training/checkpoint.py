@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapters import ADAPTER_WEIGHTS, LATEST, SHIRG_META, adapter_state_dict, write_adapter
+from ..model.adapters import ADAPTER_WEIGHTS, LATEST, SHIRG_META, TRAINER_STATE
+from .adapters import adapter_state_dict, write_adapter
 from .distributed import barrier
 
-STATE_FILE = "trainer_state.json"
+STATE_FILE = TRAINER_STATE
 DS_TAG = "ds"
 _CKPT_RE = re.compile(r"checkpoint-(\d+)\Z")
 

@@ -106,7 +106,7 @@ class TrainConfig:
         return VISION_PROJECTOR_TARGETS + (f"|{LM_TARGETS}" if self.lora_lm else "")
 
     def validate(self) -> None:
-        from ..selection.presets import VARIANTS
+        from ..visual.variants import VARIANTS
 
         if self.variant not in VARIANTS:
             raise ConfigError(f"variant {self.variant!r} is unknown; known: {', '.join(VARIANTS)}")

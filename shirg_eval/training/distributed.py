@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 SHM_OP = "deepspeed_shm_comm"
 
@@ -52,6 +54,16 @@ def skip_cpu_shm_op() -> None:
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__[SHM_OP] = False
+
+
+def zero3_gathered(params: list[nn.Parameter]) -> AbstractContextManager:
+    """Under ZeRO-3 parameters are partitioned (local tensors are empty): gather them for reading inside the block.
+    Collective when they are partitioned; a no-op otherwise."""
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    return nullcontext()
 
 
 def barrier() -> None:

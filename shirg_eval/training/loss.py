@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..model.prompting import STOP_TOKEN, build_prompt_ids
+from ..model.prompting import STOP_TOKEN, build_prompt_ids, question_embeds
 from .data import Sample
 
 
@@ -34,14 +34,6 @@ def answer_stop_id(tokenizer) -> int:
     if tid is None:
         raise ValueError(f"tokenizer has neither {STOP_TOKEN} nor an eos token to end answers with")
     return int(tid)
-
-
-def question_embeds(model, tokenizer, question: str) -> torch.Tensor | None:
-    """The question's LM input embeddings (what text-aware selectors score against), as the pipeline does."""
-    ids = tokenizer(question, add_special_tokens=False)["input_ids"] if question else []
-    if not ids:
-        return None
-    return model.embed_tokens(torch.tensor(ids, device=model.device))
 
 
 def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generator: torch.Generator | None,

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .adapters import LATEST, SHIRG_META, AdapterError, base_mismatch, describe_mismatch
+from ..model.adapters import LATEST, SHIRG_META, AdapterError, base_mismatch, describe_mismatch
 from .config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"

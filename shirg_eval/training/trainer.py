@@ -27,10 +27,10 @@ from ..model.digest import weights_identity
 from ..run_lock import RunLock
 from .adapters import adapter_meta, apply_lora, count_parameters
 from .build_locks import check_stale_build_locks
-from .checkpoint import find_latest, load_checkpoint, save_checkpoint
+from .checkpoint import STATE_FILE, find_latest, load_checkpoint, save_checkpoint
 from .config import TrainConfig, fill_deepspeed_config, resolve_repo_path
 from .data import ConversationDataset, ResumableOrder, SkipStats, load_training_data, micro_batches
-from .distributed import all_reduce, barrier, setup_distributed
+from .distributed import all_reduce, barrier, setup_distributed, zero3_gathered
 from .loss import answer_stop_id, encode_sample, masked_diffusion_loss
 from .run_record import (
     METRICS_FILE,
@@ -66,8 +66,7 @@ class DiffusionLossModule(nn.Module):
                 generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         model = self.lavida
         root_params = list(model.parameters(recurse=False))  # image_newline: owned by no submodule's forward
-        ctx = _zero3_gather(root_params)
-        with ctx:
+        with zero3_gathered(root_params):
             if not items:  # every image of this micro-batch was unreadable: a zero loss keeps ranks in step
                 zero = sum(p.sum() * 0 for p in self.peft.parameters() if p.requires_grad)
                 return zero, {"tokens": 0.0, "answer_tokens": 0.0, "masked_tokens": 0.0}
@@ -76,16 +75,6 @@ class DiffusionLossModule(nn.Module):
             seqs = [encode_sample(model, path, self.tokenizer, s, img, generator, data.max_answer_tokens,
                                   self.stop_id, data.pad_answers_to) for s, img in items]
             return masked_diffusion_loss(model, seqs, model.config.mask_token_id, self.cfg.mask_eps, generator)
-
-
-def _zero3_gather(params: list[nn.Parameter]):
-    from contextlib import nullcontext
-
-    if any(hasattr(p, "ds_id") for p in params):
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-    return nullcontext()
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, kind: str):
@@ -164,8 +153,8 @@ def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_ran
     from tqdm import tqdm
 
     from ..model.lavida import LavidaModel
-    from ..model.tiny import load_tokenizer
-    from ..selection.presets import VisualPath
+    from ..model.tokenizer import load_tokenizer
+    from ..visual.path import VisualPath
 
     rank, world, local_rank = setup_distributed()
     barrier()  # rank 0 has deleted what --overwrite names before anyone writes
@@ -236,7 +225,7 @@ def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_ran
     base = {"base_weights_sha256": meta["base_weights_sha256"], "base_revision": meta["base_revision"]}
     if cfg.resumes():
         resume_from = find_latest(out) if cfg.resume == "auto" else Path(cfg.resume)
-        if resume_from is not None and not (resume_from / "trainer_state.json").is_file():
+        if resume_from is not None and not (resume_from / STATE_FILE).is_file():
             resume_from = find_latest(resume_from)  # an output dir: its newest complete checkpoint
             if resume_from is None:
                 raise FileNotFoundError(f"resume: {cfg.resume} holds no complete checkpoint")
@@ -344,9 +333,9 @@ def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_ran
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: ``--config YAML`` then ``--key value`` overrides; ``--local_rank=N`` from the launcher is accepted."""
+    from ..model.adapters import AdapterError
     from ..model.config import CheckpointError
     from ..run_lock import RunLockedError
-    from .adapters import AdapterError
     from .build_locks import StaleBuildLockError
     from .config import ConfigError, load_config, parse_overrides
     from .run_record import OutputDirError

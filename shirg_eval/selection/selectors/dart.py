@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_budget, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_budget, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import normalized
 from ..registry import register_selector
@@ -60,7 +60,7 @@ def dart_keep(tokens: Tensor, k: int, n_pivots: int) -> tuple[Tensor, Tensor]:
 class DartSelector(Selector):
     needs = SelectorNeeds(multi_view=True)
 
-    def __init__(self, k: int = 768, pivots: int = DEFAULT_PIVOTS) -> None:
+    def __init__(self, k: int = DEFAULT_K, pivots: int = DEFAULT_PIVOTS) -> None:
         self.k = check_int("k", k)
         self.pivots = check_int("pivots", pivots)
         super().__init__(k=self.k, pivots=self.pivots)

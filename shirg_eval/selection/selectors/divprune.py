@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_budget, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_budget, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import normalized
 from ..registry import register_selector
@@ -72,7 +72,7 @@ def max_min_diverse(tokens: Tensor, k: int) -> Tensor:
 class DivPruneSelector(Selector):
     needs = SelectorNeeds(multi_view=True)
 
-    def __init__(self, k: int = 768) -> None:
+    def __init__(self, k: int = DEFAULT_K) -> None:
         self.k = check_int("k", k)
         super().__init__(k=self.k)
 

@@ -30,25 +30,19 @@ hook). Adaptations, stated:
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, apply_rotary_pos_emb
 
 from ...model.kv_cache import PrefixCache
-from ...model.lavida import LavidaModel, VisualSequence, bidirectional_mask
+from ...model.lavida import LavidaModel, VisualSequence
 from ...model.sampler import synced_perf_counter
-from ..base import SelectionResult, Selector, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import top_k_raster
 from ..registry import register_selector
-
-_LAYER_PARAMS = inspect.signature(LlamaDecoderLayer.forward).parameters
-# transformers renamed the decoder layer's cache argument (past_key_value -> past_key_values -> cache).
-_LAYER_CACHE_KWARG = next(n for n in ("cache", "past_key_values", "past_key_value") if n in _LAYER_PARAMS)
 
 
 @dataclass
@@ -57,16 +51,6 @@ class FastVResult:
     kept: Tensor  # [k] ascending indices into the visual block
     scores: Tensor  # [n_visual] attention received from the text positions at layer lm_layers - 1
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def _run_layers(layers, hidden: Tensor, positions: Tensor, rotary, cache: PrefixCache) -> Tensor:
-    mask = bidirectional_mask(1, hidden.shape[1], hidden.shape[1], hidden.dtype, hidden.device)
-    position_embeddings = rotary(hidden, position_ids=positions)
-    for layer in layers:
-        out = layer(hidden, attention_mask=mask, position_ids=positions, use_cache=True,
-                    position_embeddings=position_embeddings, **{_LAYER_CACHE_KWARG: cache})
-        hidden = out[0] if isinstance(out, tuple) else out
-    return hidden
 
 
 @torch.no_grad()
@@ -89,8 +73,7 @@ def text_to_visual_attention(queries: Tensor, keys: Tensor, visual_span: tuple[i
 def fastv_prefill(model: LavidaModel, prompt_embeds: Tensor, visual_span: tuple[int, int], k: int, lm_layers: int = 2,
                   kv_dtype: str = "auto") -> FastVResult:
     """The Prefix-DLM prefill with FastV: all tokens through ``lm_layers`` layers, then the kept ones only."""
-    lm = model.language_model.model
-    n_layers = len(lm.layers)
+    n_layers = model.config.n_layers
     if not 1 <= lm_layers <= n_layers:
         # lm_layers == n_layers is allowed (tiny test models): nothing left to prune, only the cache shrinks.
         raise ValueError(f"fastv: lm_layers={lm_layers} must be in [1, {n_layers}] (the LM has {n_layers} layers)")
@@ -100,29 +83,17 @@ def fastv_prefill(model: LavidaModel, prompt_embeds: Tensor, visual_span: tuple[
         raise ValueError(f"fastv: k={k} must be in [1, {n_visual}] (the visual tokens in the prompt)")
     device = prompt_embeds.device
     total = prompt_embeds.shape[1]
-    positions = torch.arange(total, device=device)[None]
     cache = PrefixCache(n_layers, kv_dtype)
-    captured: dict[str, Tensor] = {}
-    attn = lm.layers[lm_layers - 1].self_attn
-    handle = attn.q_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("q", out))
     start = synced_perf_counter(device)
-    try:
-        hidden = _run_layers(lm.layers[:lm_layers], prompt_embeds, positions, lm.rotary_emb, cache)
-    finally:
-        handle.remove()
+    first = model.run_first_layers(prompt_embeds, lm_layers, cache, return_queries=True)
     t_full = synced_perf_counter(device)
-    cos, sin = lm.rotary_emb(hidden, position_ids=positions)
-    queries = captured["q"].view(1, total, -1, attn.head_dim).transpose(1, 2)
-    queries, _ = apply_rotary_pos_emb(queries, queries, cos, sin)
-    keys = cache.layers[lm_layers - 1].prefix(hidden.dtype)[0]
-    scores = text_to_visual_attention(queries, keys, visual_span)
+    keys = cache.layers[lm_layers - 1].prefix(first.hidden.dtype)[0]
+    scores = text_to_visual_attention(first.queries, keys, visual_span)
     kept = top_k_raster(scores, k)
     keep = torch.cat([torch.arange(lo, device=device), lo + kept, torch.arange(hi, total, device=device)])
     t_rank = synced_perf_counter(device)
-    _run_layers(lm.layers[lm_layers:], hidden[:, keep], positions[:, keep], lm.rotary_emb, cache)
-    for layer in cache.layers[:lm_layers]:  # the first layers cached every token: keep the kept ones only
-        layer.keys, layer.values = layer.keys[:, :, keep], layer.values[:, :, keep]
-        layer.prefix_length = int(keep.numel())
+    cache.keep(keep)  # the first layers cached every token: from here on the kept ones only, in every layer
+    model.run_layers_from(lm_layers, first.hidden[:, keep], first.position_ids[:, keep], cache)
     end = synced_perf_counter(device)
     timings = {"full_layers_ms": (t_full - start) * 1e3, "rank_ms": (t_rank - t_full) * 1e3,
                "kept_layers_ms": (end - t_rank) * 1e3}
@@ -157,7 +128,7 @@ class FastVPrefill:
 class FastVSelector(Selector):
     needs = SelectorNeeds(lm_layers=2, multi_view=True)
 
-    def __init__(self, k: int = 768, lm_layers: int = 2) -> None:
+    def __init__(self, k: int = DEFAULT_K, lm_layers: int = 2) -> None:
         self.k = check_int("k", k)
         self.lm_layers = check_int("lm_layers", lm_layers)
         self.needs = SelectorNeeds(lm_layers=self.lm_layers, multi_view=True)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_budget, check_float, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_budget, check_float, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import top_k_raster
 from ..registry import register_selector
@@ -72,7 +72,7 @@ def apportion(total: int, weights: Sequence[float], caps: Sequence[int]) -> list
 class HiredSelector(Selector):
     needs = SelectorNeeds(features=True, attention_layers=(0, -1), multi_view=True)
 
-    def __init__(self, k: int = 768, alpha: float = 0.5) -> None:
+    def __init__(self, k: int = DEFAULT_K, alpha: float = 0.5) -> None:
         self.k = check_int("k", k)
         self.alpha = check_float("alpha", alpha, 0.0, 1.0)
         super().__init__(k=self.k, alpha=self.alpha)

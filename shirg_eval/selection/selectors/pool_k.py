@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_int
 from ..registry import register_selector
 
 
@@ -47,7 +47,7 @@ def _cell_centres(n_in: int, n_out: int) -> Tensor:
 
 @register_selector("pool_k")
 class PoolKSelector(Selector):
-    def __init__(self, k: int = 768) -> None:
+    def __init__(self, k: int = DEFAULT_K) -> None:
         self.k = check_int("k", k)
         super().__init__(k=self.k)
 

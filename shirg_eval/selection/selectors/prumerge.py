@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_bool, check_budget, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_bool, check_budget, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import complement, group_means, nearest, top_k_raster
 from ..registry import register_selector
@@ -55,7 +55,7 @@ def evenly_spaced(candidates: Tensor, count: int) -> Tensor:
 class PruMergeSelector(Selector):
     needs = SelectorNeeds(features=True, attention_layers=(-1,), keys=True, multi_view=True)
 
-    def __init__(self, k: int = 768, plus: bool = False) -> None:
+    def __init__(self, k: int = DEFAULT_K, plus: bool = False) -> None:
         self.k = check_int("k", k)
         self.plus = check_bool("plus", plus)
         super().__init__(k=self.k, plus=self.plus)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..base import (
+    DEFAULT_K,
     SelectionResult,
     Selector,
     check_bool,
@@ -25,7 +26,7 @@ from ..registry import register_selector
 class RandomKSelector(Selector):
     def __init__(
         self,
-        k: int = 768,
+        k: int = DEFAULT_K,
         region: int = 4,
         coverage: bool = True,
         seed: int | None = 0,

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..base import (
+    DEFAULT_K,
     SelectionResult,
     Selector,
     check_bool,
@@ -29,7 +30,7 @@ from ..scoring import relevance_score
 class ShirgFixedSelector(Selector):
     def __init__(
         self,
-        k: int = 768,
+        k: int = DEFAULT_K,
         region: int = 4,
         scaffold: bool | int = True,
         alpha: float = 0.7,

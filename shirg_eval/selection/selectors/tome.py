@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_budget, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_budget, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import group_means, normalized
 from ..registry import register_selector
@@ -70,7 +70,7 @@ def bipartite_merge_to(metric: Tensor, k: int) -> tuple[Tensor, Tensor, int]:
 class ToMeSelector(Selector):
     needs = SelectorNeeds(features=True, keys=True, multi_view=True)
 
-    def __init__(self, k: int = 768) -> None:
+    def __init__(self, k: int = DEFAULT_K) -> None:
         self.k = check_int("k", k)
         super().__init__(k=self.k)
 

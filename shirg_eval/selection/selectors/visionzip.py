@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..base import SelectionResult, Selector, check_budget, check_float, check_int
+from ..base import DEFAULT_K, SelectionResult, Selector, check_budget, check_float, check_int
 from ..context import SelectionContext, SelectorNeeds
 from ..reduce_ops import complement, group_means, normalized, top_k_raster
 from ..registry import register_selector
@@ -44,7 +44,7 @@ def contextual_count(k: int, ratio: float) -> int:
 class VisionZipSelector(Selector):
     needs = SelectorNeeds(features=True, attention_layers=(-1,), keys=True, multi_view=True)
 
-    def __init__(self, k: int = 768, contextual_ratio: float = CONTEXTUAL_RATIO) -> None:
+    def __init__(self, k: int = DEFAULT_K, contextual_ratio: float = CONTEXTUAL_RATIO) -> None:
         self.k = check_int("k", k)
         self.contextual_ratio = check_float("contextual_ratio", contextual_ratio, 0.0, 1.0)
         super().__init__(k=self.k, contextual_ratio=self.contextual_ratio)

@@ -8,7 +8,7 @@ Input paths: one square view (``grid = side x side``), or LaViDa's anyres views 
 ``multi_view``). Anyres tokens are put in the order LaViDa feeds them to the LM -- the whole-image view's
 ``side x side`` tokens, then the tile map (tiles placed as in the image, ``rows*side x cols*side``) in raster
 order, before unpadding and newlines -- and the grid handed to the selector is ``(n_views * side, side)``: a token
-count in that order, whose rows are not image rows past the first view. :class:`~.context.ViewLayout` says which
+count in that order, whose rows are not image rows past the first view. :class:`~shirg_eval.selection.context.ViewLayout` says which
 view each token comes from.
 """
 
@@ -25,7 +25,7 @@ from torch import Tensor
 from ..model.preprocess import ImageViews, fitted_size
 from ..model.sampler import StageTimer, mark
 from ..model.tower_probe import TowerProbe
-from .context import SelectionContext, SelectorNeeds, ViewLayout
+from ..selection.context import SelectionContext, SelectorNeeds, ViewLayout
 
 if TYPE_CHECKING:
     from ..model.lavida import LavidaModel
