@@ -38,7 +38,7 @@ from gpu_summary import collect_results, markdown  # noqa: E402
 
 BENCH_VARIANTS = "lavida_384,lavida_672,shirg_fixed,pool_k"
 CORE_MODULES = ("torch", "transformers", "safetensors", "tokenizers", "PIL", "numpy", "yaml", "tabulate", "psutil",
-                "pytest", "hypothesis", "shirg_eval", "shirg_eval.bench.cli")
+                "pytest", "hypothesis", "shirg_eval", "shirg_eval.cli.bench")
 HARNESS_MODULES = ("shirg_eval.tasks", "lmms_eval", "lmms_eval.evaluator", "datasets", "evaluate", "loguru",
                    "pytablewriter", "pycocoevalcap.cider.cider", "pandas", "pyarrow", "accelerate")
 PREFLIGHT = r"""
@@ -248,7 +248,7 @@ def steps(python: str, out: Path, fixtures: Path, dry_run: bool) -> list[Step]:
     device = "cpu" if dry_run else "cuda"
     fid_env = {"SHIRG_TEST_DEVICE": device, "SHIRG_FIXTURES": str(fixtures), "PYTHONUNBUFFERED": "1"}
     pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=legacy"]
-    bench = [python, "-m", "shirg_eval.bench.cli", "--variants", BENCH_VARIANTS, "--baseline", "lavida_384",
+    bench = [python, "-m", "shirg_eval.cli.bench", "--variants", BENCH_VARIANTS, "--baseline", "lavida_384",
              "--cache-off-variants", BENCH_VARIANTS, "--kv-dtype", "bf16", "--kv-compare", "int8", "--warmup", "1",
              "--json", str(out / "bench.json")]
     if dry_run:  # same cells and code path (random init built on the device), tiny dims, fewer rounds and steps
@@ -265,7 +265,7 @@ def steps(python: str, out: Path, fixtures: Path, dry_run: bool) -> list[Step]:
     else:
         throughput += ["--dims", "real", "--batch-sizes", "1,8,16", "--compile-batch-sizes", "1,8", "--docs", "8",
                        "--rounds", "2", "--gen-length", "32", "--copy-mb", "2048"]
-    harness = [python, "-m", "shirg_eval.bench.cli", "--harness-overhead", "--variants", "shirg_fixed",
+    harness = [python, "-m", "shirg_eval.cli.bench", "--harness-overhead", "--variants", "shirg_fixed",
                "--harness-docs", "3" if dry_run else "8", "--json", str(out / "harness.json")]
     unbuffered = {"PYTHONUNBUFFERED": "1"}
     # the caps are sized for the GPU; a dry run on a shared 2-core CPU (CI, or beside a training job) can take

@@ -23,14 +23,14 @@ PY=${PYTHON:-python3}
 log() { echo "[gpu_reference $(date +%T)] $*" | tee -a "$OUT/reference_train.log"; }
 
 log "device: $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'), workers $WORKERS, /dev/shm $(df -h /dev/shm 2>/dev/null | awk 'NR==2 {print $4}') free"
-$PY -m shirg_eval.reference.train --out "$RUN" --overwrite --workers "$WORKERS" --threads 4 \
+$PY -m shirg_eval.cli.train_reference --out "$RUN" --overwrite --workers "$WORKERS" --threads 4 \
     --dense-minutes "$DENSE_MIN" --qa-minutes "$QA_MIN" --log-every 20 2>&1 | tr '\r' '\n' | awk 'NF && (NR % 50 == 1 || /Error|error|reference model|newest/)' \
     >> "$OUT/reference_train.log"
 status=${PIPESTATUS[0]}
 log "training exit status $status"
 tail -n 3 "$RUN/metrics.jsonl" >> "$OUT/reference_train.log" 2>/dev/null
 if [ -f "$RUN/final/model.safetensors" ]; then
-    $PY -m shirg_eval.reference.evaluate "$RUN/final" --n "$EVAL_N" \
+    $PY -m shirg_eval.cli.eval_reference "$RUN/final" --n "$EVAL_N" \
         --variants lavida,lavida_384,lavida_672,shirg_fixed,random_k --json "$OUT/reference_eval.json" \
         2>&1 | grep -v -i warn | tee -a "$OUT/reference_train.log"
 fi

@@ -9,8 +9,8 @@ import torch
 from conftest import REPO
 
 from shirg_eval.bench import cost_model as cm
-from shirg_eval.bench.cli import main
 from shirg_eval.bench.interleave import paired_ratio, run_interleaved, schedule, verdict
+from shirg_eval.cli.bench import main
 
 
 def test_linear_and_attention_counts():

@@ -117,7 +117,7 @@ def test_selection_ignores_the_instruction(tiny_checkpoint, monkeypatch):
 
 @pytest.fixture(scope="module")
 def synthetic_env(tmp_path_factory, tiny_checkpoint):
-    from shirg_eval.data.synthetic import main as synth
+    from shirg_eval.cli.synth import main as synth
 
     root = tmp_path_factory.mktemp("synth")
     synth(["--out", str(root), "--n", "12", "--what", "chartqa,docvqa"])

@@ -118,9 +118,9 @@ def test_renderers_are_deterministic_and_in_schema() -> None:
 
 
 def test_cli_writes_the_three_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from shirg_eval.data import synthetic
+    from shirg_eval.cli import synth
 
-    assert synthetic.main(["--out", str(tmp_path), "--n", "3", "--what", "infovqa,textvqa,ocrbench"]) == 0
+    assert synth.main(["--out", str(tmp_path), "--n", "3", "--what", "infovqa,textvqa,ocrbench"]) == 0
     out = capsys.readouterr().out
     for var in ocr_synthetic.ENV_VARS.values():
         assert f"{var}=" in out

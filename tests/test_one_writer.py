@@ -128,7 +128,7 @@ def test_second_evaluation_into_the_same_journal_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_lmms_eval_into_a_folder_being_written_fails_with_the_message(tmp_path, tiny_checkpoint):
-    from shirg_eval.data.synthetic import main as synth
+    from shirg_eval.cli.synth import main as synth
 
     synth(["--out", str(tmp_path / "data"), "--n", "4", "--what", "chartqa"])
     env = dict(os.environ, SHIRG_CHARTQA_PATH=str(tmp_path / "data" / "chartqa" / "test.parquet"),
@@ -197,6 +197,7 @@ def test_a_sweep_never_sets_aside_a_cell_that_another_sweep_is_running(tmp_path,
 
     import yaml
 
+    from shirg_eval.cli import sweep as sweep_cli
     from shirg_eval.report import sweep as sw
 
     fake = tmp_path / "fake.py"
@@ -209,7 +210,7 @@ def test_a_sweep_never_sets_aside_a_cell_that_another_sweep_is_running(tmp_path,
     (tmp_path / "out" / "busy" / "partial_results.json").write_text("{}")  # the other sweep's cell in progress
     holder = _holder(tmp_path / "out" / "busy" / sw.CELL_LOCK)
     try:
-        rc = sw.main([str(cfg), "--lmms-eval-cmd", shlex.join([sys.executable, str(fake)]), "--no-leaderboard"])
+        rc = sweep_cli.main([str(cfg), "--lmms-eval-cmd", shlex.join([sys.executable, str(fake)]), "--no-leaderboard"])
     finally:
         _kill(holder)
     assert rc == 1
@@ -237,7 +238,7 @@ def test_a_killed_sweeps_running_cell_stays_locked_until_its_child_exits(tmp_pat
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(yaml.safe_dump({"tasks": ["chartqa_200"], "output_root": str(tmp_path / "out"),
                                    "cells": [{"name": "c", "model": "lavida"}]}))
-    sweep = subprocess.Popen([sys.executable, "-m", "shirg_eval.report.sweep", str(cfg), "--lmms-eval-cmd",
+    sweep = subprocess.Popen([sys.executable, "-m", "shirg_eval.cli.sweep", str(cfg), "--lmms-eval-cmd",
                               shlex.join([sys.executable, str(fake)]), "--no-leaderboard"],
                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)

@@ -29,3 +29,11 @@ def test_import_from_any_directory(tmp_path):
             "assert (c / 'sweeps' / 'roadmap.yaml').is_file(), c; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+
+
+def test_task_yamls_are_found_from_any_directory(tmp_path):
+    """The prompts and generation lengths come from the package's task YAMLs, wherever the command runs."""
+    code = ("from shirg_eval.data.reading import reading_task; from shirg_eval.data.task_yaml import tasks_dir;"
+            "t = reading_task('doc'); print(tasks_dir().name, t.task, t.max_new_tokens)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["tasks", "docvqa_reading", "32"], proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,15 +102,15 @@ def test_conversations_carry_the_task_prompts(tmp_path):
         assert len(mine) == len(item.questions)
         for entry, (question, answer, _) in zip(mine, item.questions, strict=True):
             human, gpt = entry["conversations"]
-            assert human["value"] == f"<image>\n{question}{reading.TASK_POST_PROMPTS[kind]}" and gpt["value"] == answer
+            assert human["value"] == f"<image>\n{question}{reading.reading_task(kind).post_prompt}" and gpt["value"] == answer
             assert entry["shirg_question"] == question and (tmp_path / entry["image"]).is_file()
 
 
-def test_post_prompts_are_the_tasks(tmp_path):
-    """TASK_POST_PROMPTS are chartqa_200's and docvqa_200's lmms-eval post_prompt, which the reading tasks include."""
-    from pathlib import Path
-
+def test_prompts_and_gen_lengths_are_the_tasks_yamls():
+    """The reading sets' prompts and generation lengths are their tasks' YAML values (read through the include)."""
     import yaml
+
+    from shirg_eval.data import task_yaml
 
     tasks = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -117,6 +118,33 @@ def test_post_prompts_are_the_tasks(tmp_path):
         pass
 
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # lmms-eval's !function tags
-    for kind, task in (("chart", "chartqa_200"), ("doc", "docvqa_200")):
-        spec = yaml.load((tasks / task / f"{task}.yaml").read_text(), Loader=Loader)
-        assert spec["lmms_eval_specific_kwargs"]["default"]["post_prompt"] == reading.TASK_POST_PROMPTS[kind]
+    assert task_yaml.tasks_dir().resolve() == tasks
+    for kind, task, included in (("chart", "chartqa_reading", "chartqa_200"), ("doc", "docvqa_reading", "docvqa_200")):
+        assert reading.READING_TASKS[kind] == task
+        spec = yaml.load((tasks / included / f"{included}.yaml").read_text(), Loader=Loader)
+        got = reading.reading_task(kind)
+        assert got.post_prompt == spec["lmms_eval_specific_kwargs"]["default"]["post_prompt"]
+        assert got.pre_prompt == spec["lmms_eval_specific_kwargs"]["default"]["pre_prompt"]
+        assert got.max_new_tokens == spec["generation_kwargs"]["max_new_tokens"]
+    assert (reading.reading_task("chart").max_new_tokens, reading.reading_task("doc").max_new_tokens) == (16, 32)
+
+
+def test_a_changed_task_yaml_changes_the_prompts(tmp_path):
+    """Values come from the YAML text, include and !function tags included, not from a copy."""
+    import shutil
+
+    from shirg_eval.data import task_yaml
+
+    tasks = Path(__file__).resolve().parents[1] / "tasks"
+    for task in ("chartqa_200", "chartqa_reading"):
+        shutil.copytree(tasks / task, tmp_path / task)
+    base = tmp_path / "chartqa_200" / "chartqa_200.yaml"
+    base.write_text(base.read_text().replace("max_new_tokens: 16", "max_new_tokens: 24")
+                    .replace("with a single word.", "in one word, please."))
+    got = task_yaml.task_prompting("chartqa_reading", root=tmp_path)
+    assert got.max_new_tokens == 24 and got.post_prompt == "\nAnswer the question in one word, please."
+    assert got.prompt("Q?") == "Q?\nAnswer the question in one word, please."
+    reading_yaml = tmp_path / "chartqa_reading" / "chartqa_reading.yaml"
+    reading_yaml.write_text(reading_yaml.read_text() + "generation_kwargs:\n  max_new_tokens: 8\n")
+    assert task_yaml.task_prompting("chartqa_reading", root=tmp_path).max_new_tokens == 8  # the task's keys win
+    assert task_yaml.load_task_yaml("chartqa_reading", root=tmp_path)["class"] == "utils.TaskClass"

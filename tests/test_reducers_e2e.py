@@ -30,7 +30,7 @@ RUNS = [
 
 @pytest.mark.slow
 def test_every_reducer_runs_through_lmms_eval(tmp_path, tiny_checkpoint, monkeypatch):
-    from shirg_eval.data.synthetic import main as synth
+    from shirg_eval.cli.synth import main as synth
 
     synth(["--out", str(tmp_path / "data"), "--n", "6", "--what", "chartqa"])
     monkeypatch.setenv("SHIRG_CHARTQA_PATH", str(tmp_path / "data" / "chartqa" / "test.parquet"))

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from shirg_eval.reference import train as ref_train
 from shirg_eval.reference.batches import DenseBatches, loader
 from shirg_eval.reference.factory import REFERENCE_DIMS, make_reference_init, reference_tokenizer
+from shirg_eval.training.adapters import LATEST
+from shirg_eval.training.checkpoint import STATE_FILE
 
 TINY_RECIPE = dict(dense_steps=4, dense_batch=4, dense_grids=(8,), qa_steps=2, qa_images=1, qa_questions=1,
                    checkpoint_every=2, warmup=2, log_every=1)
@@ -49,8 +51,8 @@ def test_run_folder_is_never_reused_silently(tmp_path: Path) -> None:
     theirs = ref_train.Recipe(**{**TINY_RECIPE, "seed": 5})
     (out / "recipe.json").write_text(json.dumps(dataclasses.asdict(theirs)))
     (out / "checkpoint-dense-000002").mkdir()
-    (out / "checkpoint-dense-000002" / ref_train.STATE).write_text('{"stage": "dense", "step": 2}')
-    (out / ref_train.LATEST).write_text("checkpoint-dense-000002\n")
+    (out / "checkpoint-dense-000002" / STATE_FILE).write_text('{"stage": "dense", "step": 2}')
+    (out / LATEST).write_text("checkpoint-dense-000002\n")
     with pytest.raises(ref_train.RunFolderError, match=r"changes \['seed'\]"):
         ref_train.train(out, recipe, resume=True)
 
@@ -60,12 +62,12 @@ def test_resume_may_change_the_knobs_of_a_stage_not_yet_begun(tmp_path: Path) ->
     first = ref_train.Recipe(**TINY_RECIPE)
     ref_train._prepare_folder(out, first, resume=False, overwrite=False)
     (out / "checkpoint-dense-000004").mkdir()
-    (out / "checkpoint-dense-000004" / ref_train.STATE).write_text('{"stage": "dense", "step": 4, "complete": true}')
-    (out / ref_train.LATEST).write_text("checkpoint-dense-000004\n")
+    (out / "checkpoint-dense-000004" / STATE_FILE).write_text('{"stage": "dense", "step": 4, "complete": true}')
+    (out / LATEST).write_text("checkpoint-dense-000004\n")
     second = ref_train.Recipe(**{**TINY_RECIPE, "qa_lr": 3e-3, "qa_pointer_weight": 1.0})
     assert ref_train._prepare_folder(out, second, resume=True, overwrite=False) == ["qa_lr", "qa_pointer_weight"]
     assert json.loads((out / "recipe.json").read_text())["qa_lr"] == 3e-3
-    (out / "checkpoint-dense-000004" / ref_train.STATE).write_text('{"stage": "qa", "step": 2}')
+    (out / "checkpoint-dense-000004" / STATE_FILE).write_text('{"stage": "qa", "step": 2}')
     with pytest.raises(ref_train.RunFolderError, match="already begun"):
         ref_train._prepare_folder(out, first, resume=True, overwrite=False)
     # a recipe written before a knob existed held its default: resuming at defaults is no change
@@ -84,9 +86,11 @@ def test_the_seed_is_frozen_once_the_init_is_drawn(tmp_path: Path) -> None:
 
 
 def test_boolean_flags_refuse_anything_but_true_or_false() -> None:
-    assert ref_train._boolean("True") and not ref_train._boolean("0")
+    from shirg_eval.cli.train_reference import _boolean
+
+    assert _boolean("True") and not _boolean("0")
     with pytest.raises(Exception, match="expected true or false"):
-        ref_train._boolean("on")
+        _boolean("on")
 
 
 @pytest.mark.slow
@@ -269,4 +273,4 @@ def test_guided_recipe_trains_and_logs_its_losses(tmp_path: Path) -> None:
     assert qa and all(r["loss_reading"] > 0 for r in qa)
     for r in qa:  # the step's loss is the answer loss plus both guidance losses at their weights (1, 2)
         assert r["loss"] == pytest.approx(r["loss_answer"] + r["loss_reading"] + 2 * r["loss_pointer"], abs=1e-3)
-    assert (tmp_path / "run" / ref_train.LATEST).read_text().startswith("checkpoint-qa")
+    assert (tmp_path / "run" / LATEST).read_text().startswith("checkpoint-qa")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shirg_eval.cli import sweep as sweep_cli
 from shirg_eval.report import sweep as sw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def _sweep(tmp_path: Path, *extra: str, **env: str) -> subprocess.CompletedProce
     cmd = [
         sys.executable,
         "-m",
-        "shirg_eval.report.sweep",
+        "shirg_eval.cli.sweep",
         str(_yaml(tmp_path)),
         "--lmms-eval-cmd",
         shlex.join([sys.executable, str(FAKE)]),
@@ -99,7 +100,7 @@ def test_failed_cell_reported_and_others_run(tmp_path: Path) -> None:
 def test_dry_run_prints_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _yaml(tmp_path)
     assert (
-        sw.main([str(cfg), "--dry-run", "--lmms-eval-cmd", "lmms_eval", "--model_args", "pretrained=/tiny"])
+        sweep_cli.main([str(cfg), "--dry-run", "--lmms-eval-cmd", "lmms_eval", "--model_args", "pretrained=/tiny"])
         == 0
     )
     out = capsys.readouterr().out.splitlines()
@@ -121,9 +122,9 @@ def test_shard_and_gpus(
     monkeypatch.setenv("FAKE_LMMS_LOG", str(tmp_path / "calls.log"))
     fake = shlex.join([sys.executable, str(FAKE)])
     cfg = _yaml(tmp_path)
-    assert sw.main([str(cfg), "--lmms-eval-cmd", fake, "--shard", "1/2"]) == 0
+    assert sweep_cli.main([str(cfg), "--lmms-eval-cmd", fake, "--shard", "1/2"]) == 0
     assert _models(tmp_path) == ["shirg_fixed"]
-    assert sw.main([str(cfg), "--lmms-eval-cmd", fake, "--gpus", "0,1", "--no-leaderboard"]) == 0
+    assert sweep_cli.main([str(cfg), "--lmms-eval-cmd", fake, "--gpus", "0,1", "--no-leaderboard"]) == 0
     by_model = {m: c["cuda"] for m, c in zip(_models(tmp_path), _calls(tmp_path), strict=True)}
     assert by_model == {"shirg_fixed": None, "lavida": "0", "pool_k": "0"}  # shirg_fixed was already complete
     assert "[2/3] shirg_fixed ... complete, skipped" in capsys.readouterr().out
@@ -167,7 +168,7 @@ def test_yaml_configs_and_grid() -> None:
 
 
 def test_demo_adds_the_reference_lora_cell(tmp_path):
-    from shirg_eval.demo import sweep_config
+    from shirg_eval.report.demo import sweep_config
 
     plain = sweep_config(tmp_path, None)
     assert plain.name == "demo.yaml" and not (tmp_path / "demo_sweep.yaml").exists()

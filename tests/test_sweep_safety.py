@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shirg_eval.cli import sweep as sweep_cli
 from shirg_eval.report import sweep as sw
 from shirg_eval.report.sweep_safety import SweepInputError
 
@@ -43,7 +44,7 @@ def _snapshot(root: Path) -> dict[str, int]:
 def _run(root: Path, cfg: Path, *extra: str) -> int:
     fake = root / "fake_lmms_eval.py"
     fake.write_text(FAKE)
-    return sw.main([str(cfg), "--lmms-eval-cmd", shlex.join([sys.executable, str(fake)]), "--no-leaderboard",
+    return sweep_cli.main([str(cfg), "--lmms-eval-cmd", shlex.join([sys.executable, str(fake)]), "--no-leaderboard",
                     *extra])
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shirg_eval.data import synthetic
 from shirg_eval.data.synthetic import make_chartqa, make_docvqa, records_digest, render_lcs, write_dataset
 
 CHARTQA_COLUMNS = {"type", "question", "answer", "image"}
@@ -106,7 +105,9 @@ def test_render_lcs(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert synthetic.main(["--out", str(tmp_path), "--n", "2", "--what", "chartqa,docvqa"]) == 0
+    from shirg_eval.cli import synth
+
+    assert synth.main(["--out", str(tmp_path), "--n", "2", "--what", "chartqa,docvqa"]) == 0
     out = capsys.readouterr().out
     assert "SHIRG_CHARTQA_PATH=" in out and "SHIRG_DOCVQA_PATH=" in out
     assert (tmp_path / "chartqa" / "test.parquet").is_file()

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..data.reading import KINDS, TASK_POST_PROMPTS, make_item
+from ..data.reading import KINDS, make_item, reading_task
 from ..model.compiled import COMPILE_STATS
 from ..model.sampler import GenerationConfig, synced_perf_counter
 from ..pipeline import Question, ShirgPipeline
@@ -45,7 +45,7 @@ def reading_questions(n: int, kinds: tuple[str, ...] = KINDS, split: str = "test
     for kind in kinds:
         for i in range(n):
             item = make_item(kind, i, split=split)
-            questions.append(Question(item.image, item.question + TASK_POST_PROMPTS[kind], f"{kind}/{i}",
+            questions.append(Question(item.image, reading_task(kind).prompt(item.question), f"{kind}/{i}",
                                       item.question))
             gold.append(item.answer)
     return questions, gold
@@ -123,14 +123,14 @@ def compare_decoding(pipe: ShirgPipeline, n: int, threshold: float, batch: int, 
                      ) -> dict[str, Any]:
     """Threshold vs fixed decoding on ``n`` test documents per reading set (greedy, the tasks' gen lengths)."""
     from ..metrics.bootstrap import paired_bootstrap
-    from ..reference.evaluate import TASK_GEN_LENGTH
 
     out: dict[str, Any] = {"threshold": threshold, "documents_per_set": n, "sets": {}}
     for kind in KINDS:
         questions, gold = reading_questions(n, (kind,))
         scores, forwards = {}, {}
-        for mode, config in (("fixed", GenerationConfig(gen_length=TASK_GEN_LENGTH[kind])),
-                             ("threshold", GenerationConfig(gen_length=TASK_GEN_LENGTH[kind], decoding="threshold",
+        gen_length = reading_task(kind).max_new_tokens
+        for mode, config in (("fixed", GenerationConfig(gen_length=gen_length)),
+                             ("threshold", GenerationConfig(gen_length=gen_length, decoding="threshold",
                                                             threshold=threshold))):
             answers, fwd = [], []
             for lo in range(0, len(questions), batch):
@@ -154,8 +154,6 @@ def agreement(model, tokenizer, variants: list[str], n: int, batch: int) -> dict
     """Per variant, on ``n`` test documents per reading set (the tasks' gen lengths, greedy): the answers at batch
     ``batch`` eager and at batch ``batch`` compiled against batch 1 eager; differing documents listed by key, and
     each mode's accuracy."""
-    from ..reference.evaluate import TASK_GEN_LENGTH
-
     out: dict[str, Any] = {"documents_per_set": n, "batch": batch, "variants": {}}
     for variant in variants:
         pipe = ShirgPipeline(model=model, tokenizer=tokenizer, variant=variant)
@@ -165,7 +163,7 @@ def agreement(model, tokenizer, variants: list[str], n: int, batch: int) -> dict
             answers = {}
             for mode, size, compiled in (("b1", 1, False), (f"b{batch}", batch, False),
                                          (f"b{batch}|compiled", batch, True)):
-                config = GenerationConfig(gen_length=TASK_GEN_LENGTH[kind], compile=compiled)
+                config = GenerationConfig(gen_length=reading_task(kind).max_new_tokens, compile=compiled)
                 answers[mode] = [a.text.strip() for lo in range(0, len(questions), size)
                                  for a in pipe.answer_batch(questions[lo:lo + size], config)]
             for mode, got in answers.items():

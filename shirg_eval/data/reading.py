@@ -23,6 +23,7 @@ number's box and the region colours), which the reference-model trainer uses for
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .task_yaml import TaskPrompting, task_prompting
 
 KINDS = ("chart", "doc")
 SPLITS = ("train", "validation", "test")
@@ -258,9 +261,14 @@ def write_reading_set(kind: str, out_dir: str | Path, n: int, seed: int = 0, spl
     return write_dataset(make_records(kind, n, seed, split, text_px), out_dir)
 
 
-# The prompts the reading tasks put after the question (chartqa_200's and docvqa_200's lmms-eval post_prompt)
-TASK_POST_PROMPTS = {"chart": "\nAnswer the question with a single word.",
-                     "doc": "\nAnswer the question using a single word or phrase."}
+# The lmms-eval task that evaluates each reading set; its YAML holds the set's prompts and generation length.
+READING_TASKS = {"chart": "chartqa_reading", "doc": "docvqa_reading"}
+
+
+@functools.cache
+def reading_task(kind: str) -> TaskPrompting:
+    """The prompts and generation length of the task that evaluates reading set ``kind`` (read once a process)."""
+    return task_prompting(READING_TASKS[kind])
 
 
 def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str = "train", text_px: int = 12) -> Path:
@@ -281,7 +289,7 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
             for j, (question, answer, _) in enumerate(item.questions):
                 entries.append({"id": f"{kind}-{split}-{i}-{j}", "image": rel, "shirg_question": question,
                                 "conversations": [
-                                    {"from": "human", "value": f"<image>\n{question}{TASK_POST_PROMPTS[kind]}"},
+                                    {"from": "human", "value": f"<image>\n{reading_task(kind).prompt(question)}"},
                                     {"from": "gpt", "value": answer}]})
     path = out / f"reading_{split}.json"
     path.write_text(json.dumps(entries, indent=1))

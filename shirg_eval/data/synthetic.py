@@ -17,13 +17,11 @@ text (and therefore the same ``shirg_uid`` values) quickly. Every chart/document
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import random
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -469,61 +467,48 @@ def records_digest(records: Sequence[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shirg-synth", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--n", type=int, default=200, help="records per set (default 200)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--what", default="chartqa,docvqa,infovqa,textvqa,ocrbench,lcs",
-                        help="comma list of chartqa, docvqa, infovqa, textvqa, ocrbench, lcs, reading (the hard reading sets' test split, "
-                             "--n documents each) and reading_train (their training split as LLaVA conversations, "
-                             "--n images per set)")
-    parser.add_argument("--format", dest="fmt", choices=["parquet", "disk"], default="parquet")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    what = [w.strip() for w in args.what.split(",") if w.strip()]
-    unknown = set(what) - {"chartqa", "docvqa", "infovqa", "textvqa", "ocrbench", "lcs", "reading", "reading_train"}
+SYNTH_SETS = ("chartqa", "docvqa", "infovqa", "textvqa", "ocrbench", "lcs", "reading", "reading_train")
+
+
+def write_synthetic_sets(out: Path, what: Sequence[str], n: int, seed: int = 0, fmt: str = "parquet",
+                         log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Write the sets named in ``what`` (from :data:`SYNTH_SETS`) under ``out``; returns {``SHIRG_*_PATH``: file}.
+
+    ``reading`` is the hard reading sets' test split (``n`` documents each), ``reading_train`` their training
+    split as LLaVA conversations (``n`` images per set); ``lcs`` has no task, so no variable.
+    """
+    unknown = set(what) - set(SYNTH_SETS)
     if unknown:
-        parser.error(f"unknown --what entries: {sorted(unknown)}")
+        raise ValueError(f"unknown sets: {sorted(unknown)}; expected some of {', '.join(SYNTH_SETS)}")
     env: dict[str, Path] = {}
     if "chartqa" in what:
-        path = write_dataset(make_chartqa(args.n, args.seed), out / "chartqa", args.fmt)
-        print(f"wrote {args.n} ChartQA-like records to {path}")
+        path = write_dataset(make_chartqa(n, seed), out / "chartqa", fmt)
+        log(f"wrote {n} ChartQA-like records to {path}")
         env["SHIRG_CHARTQA_PATH"] = path
     if "docvqa" in what:
-        path = write_dataset(make_docvqa(args.n, args.seed), out / "docvqa", args.fmt)
-        print(f"wrote {args.n} DocVQA-like records to {path}")
+        path = write_dataset(make_docvqa(n, seed), out / "docvqa", fmt)
+        log(f"wrote {n} DocVQA-like records to {path}")
         env["SHIRG_DOCVQA_PATH"] = path
     for kind in ("infovqa", "textvqa", "ocrbench"):
         if kind in what:
             from .ocr_synthetic import ENV_VARS, MAKERS, write_ocr_dataset
 
-            path = write_ocr_dataset(kind, MAKERS[kind](args.n, args.seed), out / kind, args.fmt)
-            print(f"wrote {args.n} {kind}-like records to {path}")
+            path = write_ocr_dataset(kind, MAKERS[kind](n, seed), out / kind, fmt)
+            log(f"wrote {n} {kind}-like records to {path}")
             env[ENV_VARS[kind]] = path
     if "lcs" in what:
-        path = render_lcs(out / "lcs", args.n, args.seed)
-        print(f"wrote {args.n} LCS-like captions to {path} (images under {path.parent / 'images'})")
+        path = render_lcs(out / "lcs", n, seed)
+        log(f"wrote {n} LCS-like captions to {path} (images under {path.parent / 'images'})")
     if "reading" in what:
         from .reading import write_reading_set
 
         for kind, var in (("chart", "SHIRG_READING_CHART_PATH"), ("doc", "SHIRG_READING_DOC_PATH")):
-            path = write_reading_set(kind, out / "reading" / kind, args.n, args.seed)
-            print(f"wrote {args.n} hard reading ({kind}) records to {path}")
+            path = write_reading_set(kind, out / "reading" / kind, n, seed)
+            log(f"wrote {n} hard reading ({kind}) records to {path}")
             env[var] = path
     if "reading_train" in what:
         from .reading import write_conversations
 
-        path = write_conversations(out / "reading_train", args.n, args.seed)
-        print(f"wrote the reading sets' training split ({args.n} images per set) as conversations to {path}")
-    if env:
-        print("\nPoint the lmms-eval tasks (chartqa_200 / docvqa_200 / infovqa_200 / textvqa_200 / ocrbench_200; "
-              "chartqa_reading / docvqa_reading) at the "
-              "local data with:")
-        for key, value in env.items():
-            print(f"  export {key}={value.resolve()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        path = write_conversations(out / "reading_train", n, seed)
+        log(f"wrote the reading sets' training split ({n} images per set) as conversations to {path}")
+    return env

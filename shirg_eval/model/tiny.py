@@ -6,7 +6,6 @@ token-count *ratios* between variants are real.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable
@@ -134,15 +133,3 @@ def make_tiny_checkpoint(out_dir: str | Path, seed: int = 0, dims: TinyDims | No
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="shirg-make-tiny", description=__doc__)
-    parser.add_argument("out", help="directory to write the checkpoint to")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-aspect-ratio", default="anyres", choices=["anyres", "pad"])
-    args = parser.parse_args(argv)
-    path = make_tiny_checkpoint(args.out, seed=args.seed, image_aspect_ratio=args.image_aspect_ratio)
-    print(f"tiny LaViDa checkpoint written to {path}")
-
-
-if __name__ == "__main__":
-    main()

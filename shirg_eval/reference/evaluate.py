@@ -7,23 +7,17 @@ also gives half credit to a two-character answer such as "77").
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..data.reading import KINDS, TASK_POST_PROMPTS, make_item
+from ..data.reading import KINDS, make_item, reading_task
 from ..model.kv_cache import fill_prefix
 from ..model.lavida import LavidaModel
 from ..model.prompting import build_prompt_ids
 from ..model.sampler import GenerationConfig
-from ..model.tokenizer import load_tokenizer
 from ..pipeline import ShirgPipeline
-
-TASK_GEN_LENGTH = {"chart": 16, "doc": 32}
 
 
 @dataclass
@@ -90,8 +84,9 @@ def answer_probabilities(model: LavidaModel, tokenizer, variant: str, n: int, sp
         for i in range(n):
             item = make_item(kind, i, split=split)
             pipe.reseed(f"{kind}/{i}")
-            out[f"{kind}/{i}"] = answer_probability(pipe, item.image, item.question + TASK_POST_PROMPTS[kind],
-                                                    item.answer, TASK_GEN_LENGTH[kind], query=item.question,
+            task = reading_task(kind)
+            out[f"{kind}/{i}"] = answer_probability(pipe, item.image, task.prompt(item.question),
+                                                    item.answer, task.max_new_tokens, query=item.question,
                                                     digits=digits)
     return out
 
@@ -107,8 +102,9 @@ def evaluate(model: LavidaModel, tokenizer, variants: list[str], n: int, split: 
             correct, answers, tokens = [], [], []
             for i in range(n):
                 item = make_item(kind, i, seed=seed, split=split)
-                answer = pipe.answer(item.image, item.question + TASK_POST_PROMPTS[kind],
-                                     GenerationConfig(gen_length=TASK_GEN_LENGTH[kind]), sample_key=f"{kind}/{i}",
+                answer = pipe.answer(item.image, reading_task(kind).prompt(item.question),
+                                     GenerationConfig(gen_length=reading_task(kind).max_new_tokens),
+                                     sample_key=f"{kind}/{i}",
                                      query=item.question)
                 answers.append(answer.text)
                 correct.append(answer.text.strip() == item.answer)
@@ -145,43 +141,3 @@ def tower_reading(checkpoint: str, n_images: int = 12, split: str = "validation"
         rows.append({"grid": grid, "scale": scale, "digit_accuracy": round(100 * hits / max(total, 1), 1),
                      "digit_patches": int(total)})
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shirg-eval-reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--variants", default="lavida,lavida_384,lavida_672,shirg_fixed,random_k")
-    parser.add_argument("--n", type=int, default=50, help="items per set")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--tower", action="store_true",
-                        help="instead: the tower's digit accuracy per view scale (CHECKPOINT = a checkpoint-dense-*)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    if args.tower:
-        rows = tower_reading(args.checkpoint, split=args.split)
-        for row in rows:
-            print(f"grid {row['grid']:2d}, {row['scale']:.2f} view px per image px: digits read "
-                  f"{row['digit_accuracy']:5.1f}% of {row['digit_patches']} digit patches")
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(rows, fh, indent=1)
-        return 0
-    model = LavidaModel.from_pretrained(args.checkpoint, device=args.device, dtype=torch.float32)
-    tokenizer = load_tokenizer(args.checkpoint)
-    results = evaluate(model, tokenizer, args.variants.split(","), args.n, args.split)
-    rows = []
-    for r in results:
-        rows.append({"variant": r.variant, "set": r.kind, "accuracy": round(100 * r.accuracy, 1),
-                     "visual_tokens": r.visual_tokens, "answers": r.answers[:10]})
-        print(f"{r.variant:>14} {r.kind:>5} acc {100 * r.accuracy:5.1f}%  tokens {r.visual_tokens:7.1f}  "
-              f"answers {r.answers[:8]}", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

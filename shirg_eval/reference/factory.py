@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.reading import COLOUR_NAMES, TASK_POST_PROMPTS
+from ..data.reading import COLOUR_NAMES, reading_task
 from ..model.prompting import SYSTEM_PROMPT
 from ..model.tiny import TinyDims, build_tokenizer, make_tiny_checkpoint
 
@@ -22,7 +22,7 @@ REFERENCE_DIMS = TinyDims(
     vision_hidden=128, vision_intermediate=384, vision_heads=4, vision_layers_kept=3,
 )
 # The tasks' instructions, appended to questions in training so that evaluation prompts are in distribution.
-POST_PROMPTS = ("", TASK_POST_PROMPTS["chart"], TASK_POST_PROMPTS["doc"])
+POST_PROMPTS = ("", reading_task("chart").post_prompt, reading_task("doc").post_prompt)
 
 
 def reference_corpus() -> list[str]:

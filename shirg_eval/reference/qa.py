@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from ..data.reading import KINDS, reading_task
 from ..model.prompting import build_prompt_ids, question_embeds
 from ..training.loss import Sequence, answer_stop_id
 from .batches import QASample
 
-GEN_LENGTHS = (16, 32)  # the tasks' max_new_tokens (ChartQA 16, DocVQA 32)
+GEN_LENGTHS = tuple(reading_task(kind).max_new_tokens for kind in KINDS)  # the tasks' (ChartQA 16, DocVQA 32)
 
 
 def answer_ids(tokenizer, answer: str, gen_length: int) -> torch.Tensor:

@@ -9,18 +9,16 @@ of data workers):
    2x2 pooling; ``--qa-variant``), tower frozen, with the masked-diffusion objective and EOS-padded answers.
 
 Checkpoints: ``OUT/checkpoint-<stage>-<step>/`` (the model in LaViDa's layout, optimizer, trainer state),
-written to a ``.tmp`` folder and renamed; ``OUT/latest`` names the newest complete one (the two newest are kept);
+written to a ``.tmp`` folder and renamed; ``OUT/latest`` names the newest complete one (the two newest are kept),
+by the LoRA trainer's folder code (:mod:`shirg_eval.training.checkpoint`);
 ``OUT/final`` is the finished model. ``OUT/metrics.jsonl`` logs losses, with a start record per run.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import math
-import os
 import shutil
 import sys
 import time
@@ -36,7 +34,9 @@ from ..data.reading import COLOUR_NAMES
 from ..model.lavida import LavidaModel
 from ..model.loading import save_lavida
 from ..model.tokenizer import load_tokenizer
+from ..training.checkpoint import STATE_FILE, latest_pointer, publish_checkpoint, rotate_checkpoints
 from ..training.loss import masked_diffusion_loss
+from ..training.schedule import warmup_then_decay
 from ..visual.path import VisualPath
 from .batches import DenseBatches, QABatches, loader
 from .dense import HEADS_FILE, ReadingHeads, dense_loss_from_batch
@@ -44,8 +44,7 @@ from .factory import POST_PROMPTS, make_reference_init
 from .guided import guided_loss, guided_sequences
 from .qa import GEN_LENGTHS, PromptIds, sample_sequences
 
-LATEST = "latest"
-STATE = "trainer_state.json"
+KEEP_CHECKPOINTS = 2
 
 
 class RunFolderError(SystemExit):
@@ -91,15 +90,7 @@ class Recipe:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cosine(step: int, total: int, warmup: int, time_share: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 0 at ``total`` steps (or at the stage's time cap, if sooner)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), time_share)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-class StageClock:
+class TimeBudget:
     """Share of a stage's wall-clock cap used so far (0 without a cap)."""
 
     def __init__(self, minutes: float):
@@ -125,9 +116,8 @@ class Run:
             fh.write(json.dumps(record) + "\n")
 
     def latest(self) -> Path | None:
-        marker = self.out / LATEST
-        ckpt = self.out / marker.read_text().strip() if marker.is_file() else None
-        return ckpt if ckpt is not None and (ckpt / STATE).is_file() else None
+        ckpt = latest_pointer(self.out)
+        return ckpt if ckpt is not None and (ckpt / STATE_FILE).is_file() else None
 
     def save(self, model: LavidaModel, stage: str, step: int, optimizer, heads: ReadingHeads | None,
              complete: bool = False) -> Path:
@@ -139,26 +129,23 @@ class Run:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if heads is not None:
             save_file({k: v.detach().cpu() for k, v in heads.state_dict().items()}, str(tmp / HEADS_FILE))
-        (tmp / STATE).write_text(json.dumps({"stage": stage, "step": step, "complete": complete,
-                                             "recipe": self.recipe.digest()}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        (self.out / f"{LATEST}.tmp").write_text(name + "\n")
-        os.replace(self.out / f"{LATEST}.tmp", self.out / LATEST)
-        for old in sorted(p for p in self.out.glob("checkpoint-*") if p.is_dir())[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
+        (tmp / STATE_FILE).write_text(json.dumps({"stage": stage, "step": step, "complete": complete,
+                                                  "recipe": self.recipe.digest()}))
+        publish_checkpoint(tmp, final)
+        rotate_checkpoints(self.out, KEEP_CHECKPOINTS)  # stage-then-padded-step names sort by age
         return final
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() > self.deadline
 
-    def _optimise(self, params, lr: float, total: int, start: int, resume_from: Path | None, clock: StageClock):
+    def _optimise(self, params, lr: float, total: int, start: int, resume_from: Path | None, budget: TimeBudget):
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.recipe.weight_decay)
         if resume_from is not None:
             optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", weights_only=True,
                                                  map_location=self.device))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: cosine(s + start, total, self.recipe.warmup, clock.share()))
+            optimizer, lambda s: warmup_then_decay(s + start, total, self.recipe.warmup, "cosine",
+                                                   progress_floor=budget.share(), peak_in_warmup=True))
         return optimizer, scheduler
 
     def _update(self, loss: torch.Tensor, params, optimizer, scheduler, stage: str, step: int) -> None:
@@ -185,8 +172,8 @@ class Run:
         heads = ReadingHeads(tower.config.hidden_size).to(self.device) if resume_from is None \
             else ReadingHeads.load(resume_from, tower.config.hidden_size, self.device)
         params = list(tower.parameters()) + list(heads.parameters())
-        clock = StageClock(r.dense_minutes)
-        optimizer, scheduler = self._optimise(params, r.dense_lr, r.dense_steps, start, resume_from, clock)
+        budget = TimeBudget(r.dense_minutes)
+        optimizer, scheduler = self._optimise(params, r.dense_lr, r.dense_steps, start, resume_from, budget)
         tower.train()
         batches = DenseBatches(start, r.dense_steps, r.seed, r.dense_batch, r.dense_grids,
                                curriculum_steps=int(r.dense_curriculum * r.dense_steps), scales=r.dense_scales)
@@ -196,7 +183,7 @@ class Run:
             self._update(loss, params, optimizer, scheduler, "dense", batch.step)
             self._log_step(bar, "dense", batch.step, stats, optimizer)
             step = batch.step + 1
-            done = step == r.dense_steps or clock.over()
+            done = step == r.dense_steps or budget.over()
             if step % r.checkpoint_every == 0 or done or self.out_of_time():
                 self.save(model, "dense", step, optimizer, heads, complete=done)
             if done or self.out_of_time():
@@ -217,8 +204,8 @@ class Run:
                 if r.qa_reading_colours or r.qa_cue_weight > 0 else None
         model.vision_tower.requires_grad_(False)
         params = [p for n, p in model.named_parameters() if not n.startswith("vision_tower.")]
-        clock = StageClock(r.qa_minutes)
-        optimizer, scheduler = self._optimise(params, r.qa_lr, r.qa_steps, start, resume_from, clock)
+        budget = TimeBudget(r.qa_minutes)
+        optimizer, scheduler = self._optimise(params, r.qa_lr, r.qa_steps, start, resume_from, budget)
         path = VisualPath(model, r.qa_variant)
         model.train()
         model.vision_tower.eval()
@@ -245,20 +232,12 @@ class Run:
             self._update(loss, params, optimizer, scheduler, "qa", batch.step)
             self._log_step(bar, "qa", batch.step, {"loss": loss.item(), **info}, optimizer)
             step = batch.step + 1
-            done = step == r.qa_steps or clock.over()
+            done = step == r.qa_steps or budget.over()
             if step % r.checkpoint_every == 0 or done or self.out_of_time():
                 self.save(model, "qa", step, optimizer, heads, complete=done)
             if done or self.out_of_time():
                 return done
         return True
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _word_token(tokenizer, word: str) -> int:
@@ -272,8 +251,8 @@ def _word_token(tokenizer, word: str) -> int:
 def _begun_stage(out: Path) -> str | None:
     """The stage of the run's newest checkpoint: ``dense``, ``qa``, or None before the first one (``dense`` too
     when stage 1 is complete and stage 2 has not begun yet: its knobs may still change)."""
-    marker = out / LATEST
-    state_file = out / marker.read_text().strip() / STATE if marker.is_file() else None
+    ckpt = latest_pointer(out)
+    state_file = ckpt / STATE_FILE if ckpt is not None else None
     return json.loads(state_file.read_text())["stage"] if state_file is not None and state_file.is_file() else None
 
 
@@ -326,7 +305,7 @@ def train(out: str | Path, recipe: Recipe, *, resume: bool = False, overwrite: b
     run.log({"event": "start", "time": time.time(), "recipe": recipe.digest(), "device": str(dev),
              "resumed_from": latest.name if latest else None, "recipe_changed": changed, "argv": sys.argv[1:]})
     model = LavidaModel.from_pretrained(latest or out / "init", device=dev, dtype=torch.float32)
-    state = json.loads((latest / STATE).read_text()) if latest else {"stage": "dense", "step": 0}
+    state = json.loads((latest / STATE_FILE).read_text()) if latest else {"stage": "dense", "step": 0}
     started = time.time()
     if state["stage"] == "dense" and not state.get("complete"):
         if not run.dense(model, state["step"], latest if state["step"] else None):
@@ -342,38 +321,3 @@ def train(out: str | Path, recipe: Recipe, *, resume: bool = False, overwrite: b
     run.tokenizer.save_pretrained(final)
     run.log({"event": "done", "time": time.time(), "seconds": time.time() - started, "final": str(final)})
     return final
-
-
-def main(argv: list[str] | None = None) -> int:
-    defaults = Recipe()
-    parser = argparse.ArgumentParser(prog="shirg-train-reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs/reference", help="run folder (checkpoints, log, final model)")
-    for f in dataclasses.fields(Recipe):
-        value = getattr(defaults, f.name)
-        flag = f"--{f.name.replace('_', '-')}"
-        if isinstance(value, bool):
-            parser.add_argument(flag, type=_boolean, default=value, help=f"true or false (default {str(value).lower()})")
-        elif isinstance(value, tuple):
-            kind = type(value[0])
-            parser.add_argument(flag, type=lambda s, kind=kind: tuple(kind(x) for x in s.split(",")), default=value,
-                                help=f"comma list (default {','.join(map(str, value))})")
-        else:
-            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from OUT/latest")
-    parser.add_argument("--overwrite", action="store_true", help="delete --out and start again")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers rendering batches")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop (with a checkpoint) after this long; --resume continues")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
-    result = train(args.out, recipe, resume=args.resume, overwrite=args.overwrite, device=args.device,
-                   workers=args.workers, max_minutes=args.max_minutes)
-    print(f"{'reference model' if result.name == 'final' else 'out of time; newest checkpoint'}: {result}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

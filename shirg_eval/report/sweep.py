@@ -1,4 +1,5 @@
-"""``shirg-sweep``: run a YAML grid of lmms-eval cells, resumably, then build the leaderboard.
+"""The sweep runner behind ``shirg-sweep`` (``shirg_eval/cli/sweep.py``): a YAML grid of lmms-eval cells, run
+resumably, then the leaderboard.
 
 The YAML format and its checks: ``sweep_config`` (and ``sweep_safety``). Every cell folder gets a ``cell.json``
 ({cell, model, model_args, lora, controls, sweep}) that the leaderboard reads.
@@ -12,7 +13,6 @@ output root leaves it alone, even if the first sweep was killed and its child st
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -22,8 +22,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import yaml
 
 from shirg_eval.report import sweep_safety as safety
 from shirg_eval.report.results import CELL_FILE, find_results_files
@@ -81,14 +79,6 @@ def _set_aside(out_dir: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for p in leftovers:
         p.rename(dest / p.name)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    i, _, n = text.partition("/")
-    i_, n_ = int(i), int(n)
-    if not (n_ >= 1 and 0 <= i_ < n_):
-        raise argparse.ArgumentTypeError(f"--shard wants i/n with 0 <= i < n, got {text!r}")
-    return i_, n_
 
 
 class Runner:
@@ -234,82 +224,25 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + ln for ln in text[-lines:])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shirg-sweep", description=__doc__.splitlines()[0])
-    p.add_argument("config", help="sweep YAML (configs/sweeps/*.yaml)")
-    p.add_argument("--output-root", help="override the YAML's output_root")
-    p.add_argument(
-        "--model_args",
-        "--model-args",
-        dest="model_args",
-        help="k=v,... applied to every cell (e.g. pretrained=/path/to/tiny)",
-    )
-    p.add_argument("--limit", type=float, help="override the YAML's limit (documents, or a fraction below 1)")
-    p.add_argument("--tasks", help="a,b,...: run every cell on these tasks instead of the YAML's")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--shard", type=parse_shard, help="i/n: run cells i, i+n, i+2n, ... (0-based)")
-    group.add_argument("--gpus", help="0,1,...: one worker per GPU (CUDA_VISIBLE_DEVICES), cells round-robin")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--lmms-eval-cmd", help="command that runs lmms-eval (default: the lmms_eval script)")
-    p.add_argument("--no-leaderboard", action="store_true", help="skip the final leaderboard and plots")
-    p.add_argument("--n-boot", type=int, default=2000)
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="stream lmms-eval output instead of logging it"
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        sweep = load_sweep(args.config, parse_overrides(args.model_args))
-    except (OSError, ValueError, KeyError, yaml.YAMLError) as err:
-        # Refused before any cell runs or any folder is touched: one line naming the problem.
-        print(f"shirg-sweep: error: {err}", file=sys.stderr)
-        return 2
-    if args.output_root:
-        sweep.output_root = Path(args.output_root)
-    if args.limit is not None:
-        try:
-            safety.check_limit(args.limit, "--limit")
-        except ValueError as err:
-            print(f"shirg-sweep: error: {err}", file=sys.stderr)
-            return 2
-        limit = int(args.limit) if args.limit.is_integer() else args.limit
-        for c in sweep.cells:
-            c.limit = limit
-    if args.tasks:
-        try:
-            tasks = task_list(args.tasks, "--tasks")
-        except ValueError as err:
-            print(f"shirg-sweep: error: {err}", file=sys.stderr)
-            return 2
-        sweep.tasks = tasks
-        for c in sweep.cells:
-            c.tasks = list(tasks)
-    base_cmd = shlex.split(args.lmms_eval_cmd) if args.lmms_eval_cmd else default_lmms_eval_cmd()
-    indexed = list(enumerate(sweep.cells))
-    if args.shard:
-        i, n = args.shard
-        indexed = [(k, c) for k, c in indexed if k % n == i]
+def dry_run(sweep: Sweep, cells: Sequence[tuple[int, Cell]], base_cmd: list[str]) -> None:
+    """Print each cell's command (and whether it is complete, or a control), running nothing."""
     total = len(sweep.cells)
+    for k, c in cells:
+        state = " (complete, would skip)" if is_complete(c, cell_dir(sweep, c)) else ""
+        state += f" (controls {c.controls})" if c.controls else ""
+        print(f"[{k + 1}/{total}] {c.name}{state}: {shlex.join(cell_command(c, cell_dir(sweep, c), base_cmd))}")
 
-    if args.dry_run:
-        for k, c in indexed:
-            state = " (complete, would skip)" if is_complete(c, cell_dir(sweep, c)) else ""
-            state += f" (controls {c.controls})" if c.controls else ""
-            print(
-                f"[{k + 1}/{total}] {c.name}{state}: {shlex.join(cell_command(c, cell_dir(sweep, c), base_cmd))}"
-            )
-        return 0
 
-    runner = Runner(sweep, base_cmd, total, verbose=args.verbose)
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
+def run_cells(sweep: Sweep, cells: Sequence[tuple[int, Cell]], base_cmd: list[str], gpus: Sequence[str] = (),
+              verbose: bool = False) -> Runner:
+    """Run ``cells`` ((index, cell) pairs), one worker per GPU when several are named; returns the runner (its
+    ``failed`` and ``busy`` cells). On Ctrl-C the running cells are stopped and ``KeyboardInterrupt`` goes on."""
+    runner = Runner(sweep, base_cmd, len(sweep.cells), verbose=verbose)
     try:
         if len(gpus) > 1:
             workers = []
             for j, gpu in enumerate(gpus):
-                mine = indexed[j :: len(gpus)]
+                mine = list(cells[j :: len(gpus)])
 
                 def work(mine: list[tuple[int, Cell]] = mine, gpu: str = gpu) -> None:
                     for k, c in mine:
@@ -325,45 +258,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                     w.join(timeout=0.2)
         else:
             env = {"CUDA_VISIBLE_DEVICES": gpus[0]} if gpus else None
-            for k, c in indexed:
+            for k, c in cells:
                 runner.run_cell(k, c, env)
     except KeyboardInterrupt:
         runner.terminate()
-        print(
-            "shirg-sweep: interrupted; completed cells keep their .complete marker, rerun to resume",
-            file=sys.stderr,
-        )
-        return 130
+        raise
+    return runner
 
-    status = 0
-    if runner.failed:
-        print(
-            f"shirg-sweep: {len(runner.failed)} cell(s) failed: {', '.join(runner.failed)}", file=sys.stderr
-        )
-        status = 1
-    if args.no_leaderboard or args.shard:
-        return status
-    if runner.busy:  # another sweep is writing this root: its leaderboard is its own to build
-        print(f"shirg-sweep: leaderboard not built: another sweep is running {', '.join(runner.busy)}",
-              file=sys.stderr)
-        return status
+
+def build_leaderboard(sweep: Sweep, n_boot: int = 2000) -> bool:
+    """The sweep's ``leaderboard.md`` and plots in its output root, printed; without deltas if the baseline
+    cannot be used. False when no leaderboard could be built."""
     from shirg_eval.report.publish import LeaderboardArgs, run_leaderboard
     from shirg_eval.report.table import LeaderboardError
 
     out = sweep.output_root / "leaderboard.md"
-    for baseline in dict.fromkeys([sweep.baseline, None]):  # without deltas if the baseline cannot be used
+    for baseline in dict.fromkeys([sweep.baseline, None]):
         try:
             run_leaderboard(LeaderboardArgs([sweep.output_root], baseline=baseline, output=out,
-                                            plots=sweep.output_root / "plots", n_boot=args.n_boot))
+                                            plots=sweep.output_root / "plots", n_boot=n_boot))
             print(
                 f"shirg-sweep: leaderboard at {out}, plots in {sweep.output_root / 'plots'}", file=sys.stderr
             )
             print(out.read_text(encoding="utf-8"))
-            return status
+            return True
         except LeaderboardError as exc:
             print(f"shirg-sweep: leaderboard with baseline {baseline!r} not built: {exc}", file=sys.stderr)
-    return status or 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return False

@@ -11,7 +11,9 @@ Layout of one checkpoint::
 
 Everything is written into ``checkpoint-STEP.tmp`` first; once every rank is done, rank 0 renames it to
 ``checkpoint-STEP`` and then replaces ``latest`` (a text file with the directory name) via rename. A crash at
-any point leaves the previous ``latest`` and its directory untouched; stray ``.tmp`` dirs are ignored.
+any point leaves the previous ``latest`` and its directory untouched; stray ``.tmp`` dirs are ignored. The folder
+protocol (:func:`publish_checkpoint`, :func:`latest_pointer`, :func:`rotate_checkpoints`) is shared with the
+reference trainer (``shirg_eval/reference/train.py``), whose checkpoints hold a whole model instead.
 
 Nothing here is unpickled: RNG states are tensors in safetensors with the Python/NumPy scalars as JSON in its
 metadata, and DeepSpeed's own files under ``ds/`` (``torch.save`` pickles, which DeepSpeed reads with
@@ -62,14 +64,19 @@ def is_complete(ckpt: Path) -> bool:
         (ckpt / name).is_file() for name in (STATE_FILE, ADAPTER_WEIGHTS, SHIRG_META))
 
 
+def latest_pointer(out_dir: str | Path) -> Path | None:
+    """The checkpoint folder ``OUT/latest`` names (None without the file); whether it is complete is the caller's."""
+    out = Path(out_dir)
+    latest = out / LATEST
+    return out / latest.read_text().strip() if latest.is_file() else None
+
+
 def find_latest(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint: ``latest`` if it names a complete one, else the highest complete step."""
     out = Path(out_dir)
-    latest = out / LATEST
-    if latest.is_file():
-        target = out / latest.read_text().strip()
-        if is_complete(target):
-            return target
+    target = latest_pointer(out)
+    if target is not None and is_complete(target):
+        return target
     steps = sorted(((int(m.group(1)), p) for p in out.glob("checkpoint-*")
                     if (m := _CKPT_RE.match(p.name)) and is_complete(p)), reverse=True)
     return steps[0][1] if steps else None
@@ -158,21 +165,35 @@ def save_checkpoint(engine, peft_model, out_dir: str | Path, step: int, trainer_
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
     barrier()
     if rank == 0:
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved before (e.g. re-run): move the old copy aside, then drop it
-            old = out / f"checkpoint-{step}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        pointer = out / f"{LATEST}.tmp"
-        pointer.write_text(final.name + "\n")
-        os.replace(pointer, out / LATEST)  # atomic: readers see the old or the new name, never half
-        _fsync_dir(out)
+        publish_checkpoint(tmp, final)
     barrier()
     return final
+
+
+def publish_checkpoint(tmp: Path, final: Path) -> None:
+    """Rename the fully written ``tmp`` folder to ``final`` and point ``latest`` (beside it) at it."""
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved before (e.g. re-run): move the old copy aside, then drop it
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    out = final.parent
+    pointer = out / f"{LATEST}.tmp"
+    pointer.write_text(final.name + "\n")
+    os.replace(pointer, out / LATEST)  # atomic: readers see the old or the new name, never half
+    _fsync_dir(out)
+
+
+def rotate_checkpoints(out_dir: str | Path, keep: int, pattern: str = "checkpoint-*") -> None:
+    """Delete all but the ``keep`` last checkpoint folders in name order (names that sort by age: padded steps)."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    for old in sorted(p for p in Path(out_dir).glob(pattern) if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _deepspeed_allowed_globals() -> list[Any]:

@@ -40,6 +40,7 @@ from .run_record import (
     prepare_output_dir,
     start_record,
 )
+from .schedule import lr_lambda
 
 
 class TrainingDivergedError(RuntimeError):
@@ -77,18 +78,6 @@ class DiffusionLossModule(nn.Module):
             return masked_diffusion_loss(model, seqs, model.config.mask_token_id, self.cfg.mask_eps, generator)
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, kind: str):
-    """Linear warm-up, then cosine / linear decay to 0 (or constant)."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        if kind == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return f
 
 
 def _seed_for(*parts: Any) -> int:

@@ -1,26 +1,17 @@
-"""``make demo``: the offline benchmark on the embedded default.
-
-1. pick the checkpoint: ``--pretrained``, else the trained reference mini-LaViDa when one is committed
-(``models/reference``, made by ``shirg-train-reference``; see its MODEL_CARD.md), else a tiny LaViDa with random
-weights built into the demo folder, 2. answer one held-out chart with every variant (answer, visual tokens,
-timings), 3. run the demo sweep through the real ``lmms_eval`` command on the hard reading sets
-(``chartqa_reading`` / ``docvqa_reading``, rendered on first use), 4. print the leaderboard with paired bootstrap
-intervals and write plots. Token counts and latency ratios are always real (CPU figures at small widths);
-accuracies are real only for a trained checkpoint: random weights score about 0.
+"""The steps of ``shirg-demo`` (``make demo``; ``shirg_eval/cli/demo.py`` describes the whole run): pick the
+checkpoint, answer one held-out chart with every variant, run the demo sweep through the real ``lmms_eval`` command.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tabulate import tabulate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "models" / "reference"
 REFERENCE_LORA = REPO / "models" / "reference-lora-shirg_fixed"
 
@@ -33,14 +24,15 @@ def _configs_dir() -> Path:
 
 def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
     """One held-out chart of the reading test split, answered by every roadmap variant (and the LoRA, if any)."""
-    from .data.reading import TASK_POST_PROMPTS, make_item
-    from .model.lavida import LavidaModel
-    from .model.sampler import GenerationConfig
-    from .model.tokenizer import load_tokenizer
-    from .pipeline import ShirgPipeline
+    from ..data.reading import make_item, reading_task
+    from ..model.lavida import LavidaModel
+    from ..model.sampler import GenerationConfig
+    from ..model.tokenizer import load_tokenizer
+    from ..pipeline import ShirgPipeline
 
     item = make_item("chart", 7, split="test")
-    prompt = item.question + TASK_POST_PROMPTS["chart"]
+    task = reading_task("chart")
+    prompt = task.prompt(item.question)
     tokenizer = load_tokenizer(checkpoint)
     model = LavidaModel.from_pretrained(checkpoint)
     rows = []
@@ -52,8 +44,8 @@ def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
         pipe = ShirgPipeline(str(checkpoint), name, model=LavidaModel.from_pretrained(checkpoint) if adapter else model,
                              tokenizer=tokenizer, lora=str(adapter) if adapter else None,
                              **({"k": 912} if name == "pool_k" else {"scaffold": True} if name == "random_k" else {}))
-        pipe.answer(item.image, prompt, GenerationConfig(gen_length=16), query=item.question)  # warm-up
-        ans = pipe.answer(item.image, prompt, GenerationConfig(gen_length=16), query=item.question)
+        pipe.answer(item.image, prompt, GenerationConfig(gen_length=task.max_new_tokens), query=item.question)  # warm-up
+        ans = pipe.answer(item.image, prompt, GenerationConfig(gen_length=task.max_new_tokens), query=item.question)
         t = ans.timings_ms
         rows.append([name + (" + LoRA" if adapter else ""), ans.visual.n_tokens, f"{t['vision_ms']:.0f}",
                      f"{t['prefill_ms']:.0f}", f"{t['denoise_ms']:.0f}", f"{t['latency_ms']:.0f}", repr(ans.text[:24])])
@@ -62,41 +54,26 @@ def answer_table(checkpoint: Path, lora: Path | None = None) -> str:
             f"held-out test item)\n" + tabulate(rows, header, tablefmt="github"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shirg-demo", description=__doc__)
-    parser.add_argument("--out", default="runs/demo", help="where rendered data, runs and plots go")
-    parser.add_argument("--pretrained", default=None,
-                        help="checkpoint (default: models/reference if committed, else a tiny random LaViDa)")
-    parser.add_argument("--limit", type=int, default=None, help="documents per task in the sweep (default: demo.yaml)")
-    parser.add_argument("--skip-sweep", action="store_true", help="only the single-image answers")
-    args = parser.parse_args(argv)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    checkpoint = pick_checkpoint(args.pretrained, out)
-    if checkpoint is None:
-        return 2
-    lora = REFERENCE_LORA if checkpoint == REFERENCE.resolve() and (REFERENCE_LORA / "shirg_adapter.json").is_file() \
-        else None
-    print(f"[demo] checkpoint: {checkpoint}" + (f" (+ LoRA {lora})" if lora else ""), flush=True)
-    print("\n[demo] one held-out chart, every variant")
-    print(answer_table(checkpoint, lora), flush=True)
-    if args.skip_sweep:
-        return 0
+def reference_lora(checkpoint: Path) -> Path | None:
+    """The SHIRG LoRA committed beside the reference model, when ``checkpoint`` is that model and it has one."""
+    if checkpoint == REFERENCE.resolve() and (REFERENCE_LORA / "shirg_adapter.json").is_file():
+        return REFERENCE_LORA
+    return None
 
-    # the reading sets are rendered once into the demo folder (400 test documents each; the sweep reads --limit)
+
+def run_sweep(out: Path, checkpoint: Path, lora: Path | None, limit: int | None = None) -> int:
+    """The demo sweep through the real ``lmms_eval`` command; returns its exit status.
+
+    The reading sets are rendered once into ``out/cache`` (400 test documents each; the sweep reads ``limit``).
+    """
     env = dict(os.environ, SHIRG_CACHE=str(out / "cache"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    sweep = shutil_which("shirg-sweep")
-    cmd = [*sweep, str(sweep_config(out, lora)), "--model_args", f"pretrained={checkpoint}",
+    cmd = [*sweep_command(), str(sweep_config(out, lora)), "--model_args", f"pretrained={checkpoint}",
            "--output-root", str(out / "sweep")]
-    if args.limit:
-        cmd += ["--limit", str(args.limit)]
+    if limit:
+        cmd += ["--limit", str(limit)]
     print(f"\n[demo] roadmap sweep on the hard reading sets through the real lmms_eval command:\n  {' '.join(cmd)}",
           flush=True)
-    code = subprocess.call(cmd, env=env, cwd=REPO)  # the sweep's relative paths (LoRA) are the repo's
-    print(f"\n[demo] finished in {time.time() - started:.0f} s; leaderboard: {out / 'sweep' / 'leaderboard.md'}, "
-          f"plots: {out / 'sweep' / 'plots'}")
-    return code
+    return subprocess.call(cmd, env=env, cwd=REPO)  # the sweep's relative paths (LoRA) are the repo's
 
 
 def sweep_config(out: Path, lora: Path | None) -> Path:
@@ -126,7 +103,7 @@ def pick_checkpoint(pretrained: str | None, out: Path) -> Path | None:
         return checkpoint
     if (REFERENCE / "config.json").is_file():
         return REFERENCE.resolve()
-    from .model.tiny import make_tiny_checkpoint
+    from ..model.tiny import make_tiny_checkpoint
 
     checkpoint = out / "lavida-tiny"
     if not all((checkpoint / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json")):
@@ -137,12 +114,9 @@ def pick_checkpoint(pretrained: str | None, out: Path) -> Path | None:
     return checkpoint
 
 
-def shutil_which(name: str) -> list[str]:
-    candidate = Path(sys.executable).with_name(name)
+def sweep_command() -> list[str]:
+    """The ``shirg-sweep`` script beside this interpreter, else the same command through ``python -m``."""
+    candidate = Path(sys.executable).with_name("shirg-sweep")
     if candidate.exists():
         return [str(candidate)]
-    return [sys.executable, "-m", "shirg_eval.report.sweep"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return [sys.executable, "-m", "shirg_eval.cli.sweep"]
