@@ -119,3 +119,25 @@ def test_old_format_folder_builds_a_leaderboard(tmp_path: Path) -> None:
     assert list(board.raw["label"]) == ["lavida", "shirg_fixed@runs/lora_r32/latest", "pool_k"]
     keys = list(board.labels)
     assert row_labels(keys) == board.labels
+
+
+def test_run_meta_is_typed_and_carries_the_identity() -> None:
+    """The harness's run_meta (RunMeta.to_json) reads back as a RunMeta; per-sample keys beside it are ignored."""
+    from shirg_eval.harness.identity import run_meta
+    from shirg_eval.records import RunMeta
+
+    described = {"variant": "shirg_fixed", "resolution": 672, "selector": "shirg_fixed", "selector_params": {"k": 768},
+                 "view_mode": "resize", "pretrained": "/m", "checkpoint_path": None, "config_sha256": None,
+                 "lora": {"path": "/runs/a/checkpoint-5", "step": 5, "sha256": "f0", "variant": "shirg_fixed",
+                          "rank": 8, "base_id": None, "base_weights_sha256": None, "base_mismatch": {},
+                          "merged": True},
+                 "seed": 0, "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa",
+                 "versions": {"torch": "x"}}
+    meta = run_meta("shirg_fixed", parse_model_args("shirg_fixed", {"k": 576}), described)
+    data = json.loads(json.dumps({**meta.to_json(), "request_ms": 3.0, "selection": {}}))
+    assert "threshold" not in data and "compile_bucket" not in data and "anyres" not in data
+    assert RunMeta.from_json(data) == meta
+    key = RowKey.of(meta.identity)
+    assert (key.label(), key.lora_sha256) == ("shirg_fixed[k=576]@/runs/a/checkpoint-5", "f0")
+    with pytest.raises(ValueError, match="unknown keys"):
+        RunMeta.from_json({**data, "renamed": 1})
