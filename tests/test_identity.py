@@ -17,7 +17,7 @@ from lmms_eval.utils import simple_parse_args_string
 
 from shirg_eval.harness.identity import legacy_identity, normalised_settings, run_identity, setting_names
 from shirg_eval.harness.model_args import ModelArgs, parse_model_args
-from shirg_eval.records import INFRASTRUCTURE, RESOLVED, EfficiencyRecord, RunIdentity, identity_role
+from shirg_eval.records import EfficiencyRecord, RunIdentity, identity_role
 from shirg_eval.report import table
 from shirg_eval.report.results import load_task_runs
 from shirg_eval.report.rows import RowKey, row_labels
@@ -73,7 +73,6 @@ def test_infrastructure_is_marked_once_on_the_model_args() -> None:
     assert set(settings) <= set(setting_names()) and {"seed", "prefix_cache", "k", "batch_size"} <= set(settings)
     assert settings["k"] == 768 and settings["selector"] == "shirg_fixed" and settings["resolution"] == 672
     assert "threshold" not in settings and "compile_bucket" not in settings  # they do not apply by default
-    assert INFRASTRUCTURE != RESOLVED
 
 
 def test_infrastructure_arguments_do_not_split_rows() -> None:
