@@ -140,3 +140,13 @@ def test_run_meta_is_typed_and_carries_the_identity() -> None:
     assert (key.label(), key.lora_sha256) == ("shirg_fixed[k=576]@/runs/a/checkpoint-5", "f0")
     with pytest.raises(ValueError, match="unknown keys"):
         RunMeta.from_json({**data, "renamed": 1})
+
+
+def test_rows_told_apart_only_by_a_digest_name_it() -> None:
+    """The same LoRA path retrained in between: two rows, and their labels say which weights each used."""
+    first, second = RowKey("shirg_fixed", "/runs/a", "", "pretrained=/m", None, "f0" * 32), RowKey(
+        "shirg_fixed", "/runs/a", "", "pretrained=/m", None, "0f" * 32)
+    labels = row_labels([first, second, RowKey("lavida", None, "", "pretrained=/m")])
+    assert labels[first] == "shirg_fixed@/runs/a <lora=f0f0f0f0f0f0>"
+    assert labels[second] == "shirg_fixed@/runs/a <lora=0f0f0f0f0f0f>"
+    assert list(labels.values())[2] == "lavida"
