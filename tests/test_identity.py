@@ -17,7 +17,7 @@ from lmms_eval.utils import simple_parse_args_string
 
 from shirg_eval.harness.identity import legacy_identity, normalised_settings, run_identity, setting_names
 from shirg_eval.harness.model_args import ModelArgs, parse_model_args
-from shirg_eval.records import INFRASTRUCTURE, RESOLVED, EfficiencyRecord, RunIdentity, identity_role
+from shirg_eval.records import EfficiencyRecord, RunIdentity, identity_role
 from shirg_eval.report import table
 from shirg_eval.report.results import load_task_runs
 from shirg_eval.report.rows import RowKey, row_labels
@@ -73,7 +73,6 @@ def test_infrastructure_is_marked_once_on_the_model_args() -> None:
     assert set(settings) <= set(setting_names()) and {"seed", "prefix_cache", "k", "batch_size"} <= set(settings)
     assert settings["k"] == 768 and settings["selector"] == "shirg_fixed" and settings["resolution"] == 672
     assert "threshold" not in settings and "compile_bucket" not in settings  # they do not apply by default
-    assert INFRASTRUCTURE != RESOLVED
 
 
 def test_infrastructure_arguments_do_not_split_rows() -> None:
@@ -119,3 +118,35 @@ def test_old_format_folder_builds_a_leaderboard(tmp_path: Path) -> None:
     assert list(board.raw["label"]) == ["lavida", "shirg_fixed@runs/lora_r32/latest", "pool_k"]
     keys = list(board.labels)
     assert row_labels(keys) == board.labels
+
+
+def test_run_meta_is_typed_and_carries_the_identity() -> None:
+    """The harness's run_meta (RunMeta.to_json) reads back as a RunMeta; per-sample keys beside it are ignored."""
+    from shirg_eval.harness.identity import run_meta
+    from shirg_eval.records import RunMeta
+
+    described = {"variant": "shirg_fixed", "resolution": 672, "selector": "shirg_fixed", "selector_params": {"k": 768},
+                 "view_mode": "resize", "pretrained": "/m", "checkpoint_path": None, "config_sha256": None,
+                 "lora": {"path": "/runs/a/checkpoint-5", "step": 5, "sha256": "f0", "variant": "shirg_fixed",
+                          "rank": 8, "base_id": None, "base_weights_sha256": None, "base_mismatch": {},
+                          "merged": True},
+                 "seed": 0, "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa",
+                 "versions": {"torch": "x"}}
+    meta = run_meta("shirg_fixed", parse_model_args("shirg_fixed", {"k": 576}), described)
+    data = json.loads(json.dumps({**meta.to_json(), "request_ms": 3.0, "selection": {}}))
+    assert "threshold" not in data and "compile_bucket" not in data and "anyres" not in data
+    assert RunMeta.from_json(data) == meta
+    key = RowKey.of(meta.identity)
+    assert (key.label(), key.lora_sha256) == ("shirg_fixed[k=576]@/runs/a/checkpoint-5", "f0")
+    with pytest.raises(ValueError, match="unknown keys"):
+        RunMeta.from_json({**data, "renamed": 1})
+
+
+def test_rows_told_apart_only_by_a_digest_name_it() -> None:
+    """The same LoRA path retrained in between: two rows, and their labels say which weights each used."""
+    first, second = RowKey("shirg_fixed", "/runs/a", "", "pretrained=/m", None, "f0" * 32), RowKey(
+        "shirg_fixed", "/runs/a", "", "pretrained=/m", None, "0f" * 32)
+    labels = row_labels([first, second, RowKey("lavida", None, "", "pretrained=/m")])
+    assert labels[first] == "shirg_fixed@/runs/a <lora=f0f0f0f0f0f0>"
+    assert labels[second] == "shirg_fixed@/runs/a <lora=0f0f0f0f0f0f>"
+    assert list(labels.values())[2] == "lavida"

@@ -48,6 +48,9 @@ check_version()
 # ``cli_evaluate_single`` unless --verbosity DEBUG, which would also flood the log); the ``lmms_eval`` command
 # needs the failure to set its exit code and to print a data error without the traceback. ``cli_evaluate`` looks
 # ``cli_evaluate_single`` up in its module's globals at each call, so wrapping that global is the one hook.
+# ``simple_evaluate`` + ``EvaluationTracker`` (public) would do one config, but the command must keep every flag
+# of lmms-eval's CLI (--config files with several models, --wandb_args, ...): rebuilding ``cli_evaluate`` on them
+# would copy its ~300 lines.
 
 
 def parse_eval_args() -> argparse.Namespace:

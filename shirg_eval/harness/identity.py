@@ -109,7 +109,7 @@ def _coerce(value: str) -> Any:
 def legacy_identity(variant: str, model_args: dict[str, str], meta: dict[str, Any]) -> RunIdentity:
     """The identity of a run from before identities were recorded: its ``--model_args`` (strings) and the
     samples' ``run_meta``, whose resolved values (dtype, kv dtype, batch size, LoRA) win over the arguments."""
-    infrastructure = {f.name for f in fields(ModelArgs) if f.metadata == INFRASTRUCTURE}
+    infrastructure = {f.name for f in fields(ModelArgs) if identity_role(f.metadata) == identity_role(INFRASTRUCTURE)}
     raw: dict[str, Any] = {k: _coerce(v) for k, v in model_args.items()
                            if k in ModelArgs.__dataclass_fields__ and k not in infrastructure}
     for name in ("kv_dtype", "batch_size", "prefix_cache", "decoding", "threshold", "compile", "seed"):

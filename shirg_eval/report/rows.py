@@ -18,6 +18,7 @@ from shirg_eval.records import RunIdentity
 
 # The settings shown in the label's {base} part rather than its [settings] part, with the values left out.
 BASE_DEFAULTS = {"kv_dtype": "auto", "batch_size": "1"}
+_DIGESTS = (("weights", "base_sha256"), ("lora", "lora_sha256"))  # label name, RowKey field
 # Display order of known variants; others follow alphabetically.
 VARIANT_ORDER = ("lavida", "lavida_384", "lavida_672", "shirg_original", "shirg_fixed", "pool_k", "random_k")
 
@@ -88,4 +89,12 @@ def varying_base(keys: Sequence[RowKey]) -> tuple[dict[RowKey, str], dict[str, s
 def row_labels(keys: Sequence[RowKey]) -> dict[RowKey, str]:
     """``variant[settings]@lora``, plus ``{the base components that vary}`` when rows differ in their base."""
     differing, _ = varying_base(keys)
-    return {k: k.label() + (f" {{{differing[k]}}}" if differing[k] else "") for k in keys}
+    plain = {k: k.label() + (f" {{{differing[k]}}}" if differing[k] else "") for k in keys}
+    labels = dict(plain)
+    for k in keys:  # rows told apart only by a digest (the same path held other weights): name the digests
+        twins = [o for o in keys if plain[o] == plain[k]]
+        shown = [f"{name}={(getattr(k, attr) or '?')[:12]}" for name, attr in _DIGESTS
+                 if len({getattr(o, attr) for o in twins}) > 1]
+        if shown:
+            labels[k] += f" <{','.join(shown)}>"
+    return labels
