@@ -177,6 +177,20 @@ class ShirgPipeline:
             answers.append(Answer(texts[i], out.ids[i:i + 1], visual, timings, peak, kind, out, info, stages))
         return answers
 
+    def selected_visual(self, image, question: str = "") -> VisualSequence:
+        """What the LM receives for ``image``: the visual path's output, or for an in-LM selector (FastV, which keeps
+        every token on the visual side) what its prefill kept, from one answer of a single token."""
+        if self.path.in_lm:
+            return self.answer(image, question, GenerationConfig(gen_length=1)).visual
+        with torch.no_grad():
+            return self.path(image, self.question_embeds(question), self.generator)
+
+    def selection_picture(self, image, question: str = ""):
+        """The view the selector saw, kept patches highlighted, regions outlined, token count in the title."""
+        from .visual.viz import picture_of
+
+        return picture_of(self.selected_visual(image, question), self.path, self.model.config.vision_grid)
+
     def describe(self) -> dict[str, Any]:
         """What actually runs: recorded beside every result row."""
         import transformers

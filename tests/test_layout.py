@@ -29,10 +29,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 KNOWN_VIOLATIONS = frozenset({
     ("shirg_eval.harness.cli", "shirg_eval.tasks"),  # the lmms_eval command: moves to shirg_eval/cli/
     ("shirg_eval.harness.cli", "shirg_eval.tasks.data_source"),
-    ("shirg_eval.selection.viz_cli", "shirg_eval.pipeline"),  # shirg-viz: moves to shirg_eval/cli/
-    ("shirg_eval.selection.viz_cli", "shirg_eval.visual.path"),  # (its pictures and variants moved up to visual/)
-    ("shirg_eval.selection.viz_cli", "shirg_eval.visual.variants"),
-    ("shirg_eval.selection.viz_cli", "shirg_eval.visual.viz"),
 })
 
 

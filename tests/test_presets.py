@@ -78,7 +78,7 @@ def test_unknown_variant_and_release_arguments(tiny_model, chart):
 
 
 def test_viz_cli(tiny_checkpoint, chart, tmp_path):
-    from shirg_eval.selection.viz_cli import main
+    from shirg_eval.cli.viz import main
 
     src = tmp_path / "chart.png"
     chart.save(src)
@@ -91,10 +91,8 @@ def test_viz_cli(tiny_checkpoint, chart, tmp_path):
 
 def test_viz_shows_what_fastv_kept_in_the_lm(tiny_checkpoint, tiny_model, tiny_tokenizer, chart):
     from shirg_eval.pipeline import ShirgPipeline
-    from shirg_eval.selection.viz_cli import selected_visual
-
     pipe = ShirgPipeline(tiny_checkpoint, "fastv", model=tiny_model, tokenizer=tiny_tokenizer, k=128)
-    visual = selected_visual(pipe, chart, "What is the highest value?")  # the visual side alone would keep 2304
+    visual = pipe.selected_visual(chart, "What is the highest value?")  # the visual side alone would keep 2304
     assert visual.n_tokens == 128 and visual.kept_indices.numel() == 128
 
 

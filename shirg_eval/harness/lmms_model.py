@@ -251,7 +251,7 @@ class ShirgLavidaLMM(lmms):
         """The first few samples' selection overlays, for the leaderboard's gallery."""
         if not self.picture_dir or self._pictures_left <= 0 or answer.visual.views is None:
             return
-        from ..selection.viz_cli import picture_of
+        from ..visual.viz import picture_of
 
         self._pictures_left -= 1
         out = Path(self.picture_dir) / f"selection_{self.variant}_{name}.png"

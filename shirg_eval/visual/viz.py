@@ -1,4 +1,5 @@
-"""Pictures of token selections and position-embedding diagnostics (drawing functions only).
+"""Pictures of token selections and position-embedding diagnostics: drawing functions, the picture of one
+:class:`~shirg_eval.model.lavida.VisualSequence`, and the 672-vs-384 px position-embedding similarity.
 
 ``draw_selection`` uses PIL so pixels are exact (kept patches keep full brightness, dropped ones are
 dimmed); ``draw_posembed_heatmap`` uses matplotlib's object API with the Agg canvas, so no global pyplot
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,7 +19,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from ..model.lavida import VisualSequence
+    from .path import VisualPath
+
 __all__ = [
+    "anyres_picture",
+    "picture_of",
+    "posembed_similarity",
     "DIM_FACTOR",
     "TITLE_HEIGHT",
     "cell_size",
@@ -161,3 +170,52 @@ def pooled_cosine_map(
         pooled = F.adaptive_avg_pool2d(hr, (hl, wl)).reshape(-1, hl * wl).T  # [Hl*Wl, C]
         cos = F.cosine_similarity(pooled, features_lr.detach().float().to(pooled.device), dim=-1, eps=1e-8)
     return cos.reshape(hl, wl)
+
+
+def picture_of(visual: VisualSequence, path: VisualPath, native_grid: int) -> Image.Image:
+    """Picture of one :class:`VisualSequence` made by ``path`` (the release path keeps every patch)."""
+    view = visual.views.views[0]
+    if getattr(path, "anyres", False):
+        return anyres_picture(visual, path.name, native_grid)
+    if visual.kept_indices is None or visual.grid_hw is None:  # release path: nothing is dropped
+        h = w = native_grid
+        kept = torch.arange(h * w)
+        grid = (h, w)
+    else:
+        kept, grid = visual.kept_indices, visual.grid_hw
+    region = getattr(path.selector, "region", None)  # the coverage/scaffold cells of the selectors that have them
+    title = path.name
+    return draw_selection(view, kept, grid, region=region, title=title, n_tokens=visual.n_tokens)
+
+
+def anyres_picture(visual: VisualSequence, title: str, side: int) -> Image.Image:
+    """Anyres selection: the whole-image view beside the tile map, each with its kept tokens highlighted."""
+    cols, rows = visual.views.grid_wh
+    tiles = visual.views.views[1:]
+    size = tiles[0].size[0]
+    canvas = Image.new("RGB", (cols * size, rows * size))
+    for t, tile in enumerate(tiles):
+        canvas.paste(tile, ((t % cols) * size, (t // cols) * size))
+    kept = visual.kept_indices.cpu()
+    base_kept = kept[kept < side * side]
+    map_kept = kept[kept >= side * side] - side * side
+    cell = max(4, 336 // side)
+    left = draw_selection(visual.views.views[0], base_kept, (side, side), title=title, n_tokens=visual.n_tokens,
+                          cell_px=cell)
+    right = draw_selection(canvas, map_kept, (rows * side, cols * side), title="tiles", cell_px=cell)
+    out = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), (255, 255, 255))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width, 0))
+    return out
+
+
+def posembed_similarity(model, image: Image.Image, resolution: int = 672) -> torch.Tensor:
+    """Per-position cosine between 672 px features pooled back to 27x27 and the 384 px features of the image."""
+    proc = model.image_processor
+    native = model.config.vision.image_size
+    with torch.no_grad():
+        low = model.encode_views(proc.single(image, native).pixel_values)[0]
+        high = model.encode_views(proc.single(image, resolution).pixel_values)[0]
+    side_lo = native // model.config.vision.patch_size
+    side_hi = resolution // model.config.vision.patch_size
+    return pooled_cosine_map(high, (side_hi, side_hi), low, (side_lo, side_lo))
