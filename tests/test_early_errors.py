@@ -140,7 +140,7 @@ def test_byte_question_column_reaches_the_prompt_as_text(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ leaderboard
 def test_leaderboard_on_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
-    from shirg_eval.report.leaderboard import main
+    from shirg_eval.cli.leaderboard import main
 
     assert main([str(tmp_path / "no" / "such" / "path")]) == 2
     assert "no/such/path: no such file or folder" in capsys.readouterr().err

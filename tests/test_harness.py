@@ -289,7 +289,7 @@ def test_data_parallel_matches_one_process(synthetic_env, tmp_path):
     single = run_lmms_eval(env, *args, "--output_path", str(tmp_path / "one"), cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     launch = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "shirg_eval.harness.cli"]
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "shirg_eval.cli.lmms_eval"]
     dp = subprocess.run([*launch, *args, "--output_path", str(tmp_path / "two")], env=env, cwd=tmp_path,
                         capture_output=True, text=True, timeout=600)
     assert dp.returncode == 0, dp.stderr[-2000:]
@@ -372,7 +372,7 @@ def test_mistyped_model_suggests_the_closest_variant(monkeypatch, capsys):
     import lmms_eval.models
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    from shirg_eval.harness.cli import main
+    from shirg_eval.cli.lmms_eval import main
 
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     assert main(["--model", "shirg_fixd", "--tasks", "chartqa_200"]) == 2

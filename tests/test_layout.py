@@ -24,12 +24,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("shirg_eval.report",),  # leaderboards, sweeps
     ("shirg_eval.cli",),  # every console command's main
 )
-# Imports against the order that exist today (issue #21 removes them). The list only shrinks: a new violation fails
-# the test, and so does a listed one that is gone (strike it from here).
-KNOWN_VIOLATIONS = frozenset({
-    ("shirg_eval.harness.cli", "shirg_eval.tasks"),  # the lmms_eval command: moves to shirg_eval/cli/
-    ("shirg_eval.harness.cli", "shirg_eval.tasks.data_source"),
-})
 
 
 def _module_name(path: Path) -> str:
@@ -100,11 +94,8 @@ def violations(sources: dict[str, Path] | None = None, root: Path = REPO) -> lis
 
 
 def test_imports_go_down_the_layers():
-    found = violations()
-    new = [where for module, target, where in found if (module, target) not in KNOWN_VIOLATIONS]
-    assert not new, "imports against the layer order (tests/test_layout.py):\n" + "\n".join(new)
-    gone = sorted(KNOWN_VIOLATIONS - {(module, target) for module, target, _ in found})
-    assert not gone, f"fixed: strike these from KNOWN_VIOLATIONS in tests/test_layout.py: {gone}"
+    found = [where for _, _, where in violations()]
+    assert not found, "imports against the layer order (tests/test_layout.py):\n" + "\n".join(found)
 
 
 def test_the_check_sees_function_level_and_relative_imports(tmp_path):
@@ -126,6 +117,27 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path):
 def test_every_module_has_a_layer():
     for module in _sources():
         layer_of(module)
+
+
+def test_architecture_names_every_layer_in_this_order():
+    """docs/ARCHITECTURE.md writes the same order: each layer's first package, in the text, lowest first."""
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    order = text[text.index("## Layers and the direction of imports"):]
+    names = [group[0].removeprefix("shirg_eval.") for group in LAYERS[1:]]
+    places = [order.find(f"`{name}") for name in names]
+    assert -1 not in places, f"ARCHITECTURE.md does not name layers {[n for n, p in zip(names, places) if p < 0]}"
+    assert places == sorted(places), f"ARCHITECTURE.md names the layers in another order than LAYERS: {names}"
+
+
+def test_every_console_command_main_is_in_cli():
+    """Every [project.scripts] entry is a ``main`` in shirg_eval/cli/, and every cli module is a command."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    outside = {name: target for name, target in scripts.items() if not target.startswith("shirg_eval.cli.")}
+    assert not outside, f"console commands whose main is not in shirg_eval/cli/: {outside}"
+    modules = {p.stem for p in (REPO / "shirg_eval" / "cli").glob("*.py") if p.stem != "__init__"}
+    assert modules == {target.split(":")[0].rsplit(".", 1)[1] for target in scripts.values()}
 
 
 @pytest.mark.parametrize("name", ["bench"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shirg_eval.report import leaderboard as lbm
+from shirg_eval.cli import leaderboard as lbm
 from shirg_eval.report import table
 from shirg_eval.report.efficiency import latencies
 from shirg_eval.report.render import render

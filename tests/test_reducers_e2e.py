@@ -1,6 +1,6 @@
 """Every reducer through ``lmms_eval --model <variant>`` on offline synthetic data, in one test process.
 
-The ``lmms_eval`` console script is :func:`shirg_eval.harness.cli.main`; calling it in-process for each variant
+The ``lmms_eval`` console script is :func:`shirg_eval.cli.lmms_eval.main`; calling it in-process for each variant
 runs the same code as the command line without paying lmms-eval's start-up once per method.
 """
 

@@ -36,7 +36,7 @@ def measure(variant: str = "shirg_fixed", n_docs: int = 8, pretrained: str | Non
     data = write_dataset(records, work / "chartqa", "parquet")
     env = dict(os.environ, SHIRG_CHARTQA_PATH=str(data), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     # ``python -m`` rather than the console script: also runs from a source tree or a --target install
-    cmd = [sys.executable, "-m", "shirg_eval.harness.cli", "--model", variant, "--model_args",
+    cmd = [sys.executable, "-m", "shirg_eval.cli.lmms_eval", "--model", variant, "--model_args",
            f"pretrained={pretrained},gen_length={gen_length},pictures=0", "--tasks", "chartqa_200",
            "--limit", str(n_docs), "--output_path", str(work / "out"), "--log_samples"]
     started = time.perf_counter()

@@ -43,7 +43,7 @@ def check_version(found: str | None = None) -> None:
 check_version()
 
 
-# ---- the command line (harness/cli.py) ------------------------------------------------------------------
+# ---- the command line (cli/lmms_eval.py, harness/launch.py) ----------------------------------------------------
 # lmms-eval's CLI logs a failed evaluation and exits 0 (``cli_evaluate`` catches every exception of
 # ``cli_evaluate_single`` unless --verbosity DEBUG, which would also flood the log); the ``lmms_eval`` command
 # needs the failure to set its exit code and to print a data error without the traceback. ``cli_evaluate`` looks

@@ -42,7 +42,7 @@ CELL_LOCK = ".cell.lock"  # held by the sweep process that runs the cell
 
 def default_lmms_eval_cmd() -> list[str]:
     script = Path(sys.executable).with_name("lmms_eval")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "shirg_eval.harness.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "shirg_eval.cli.lmms_eval"]
 
 
 def write_cell_file(cell: Cell, out_dir: Path, sweep_name: str) -> None:

@@ -1,6 +1,7 @@
 """``shirg-leaderboard``: lmms-eval output folders -> one honest table.
 
-The table is built in :mod:`.table` and written with its plots and report by :mod:`.publish`.
+The table is built in :mod:`shirg_eval.report.table` and written with its plots and report by
+:mod:`shirg_eval.report.publish`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shirg_eval.report.publish import LeaderboardArgs, run_leaderboard
-from shirg_eval.report.table import LeaderboardError
+from ..report.publish import LeaderboardArgs, run_leaderboard
+from ..report.table import LeaderboardError
 
 
 def build_parser() -> argparse.ArgumentParser:
