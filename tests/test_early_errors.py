@@ -42,7 +42,7 @@ def test_cuda_device_on_a_cpu_torch_names_the_fix():
 def test_model_args_typo_stops_before_lmms_eval_builds_tasks(monkeypatch, capsys):
     import lmms_eval.__main__ as lmms_main
 
-    from shirg_eval.harness import cli
+    from shirg_eval.cli import lmms_eval as cli
 
     def reached(*_args, **_kwargs):
         raise AssertionError("lmms-eval started building the tasks and the model")

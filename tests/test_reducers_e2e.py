@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shirg_eval.harness import cli
+from shirg_eval.cli import lmms_eval as cli
 
 # (variant, extra model_args, expected visual tokens per sample)
 RUNS = [
