@@ -239,8 +239,11 @@ def trained(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("overfit")
     data = make_data(root / "data", n=4, caption="a red square on a white background", broken=True)
     out = root / "out"
+    # The former objective (LLaDA's SFT form, <|eot_id|> pads): the merge tolerance below was set on its adapter;
+    # LaViDa's objective is tested in test_objective.py.
     cfg = tiny_cfg(tiny_checkpoint, data, out, max_steps=24, save_steps=12, lora_lm=True, lr=1e-2,
-                   warmup_ratio=0.0, lr_scheduler="constant")
+                   warmup_ratio=0.0, lr_scheduler="constant", objective="llada_sft", **{"data.pad_token": "eot",
+                                                                                          "data.pad_to_batch": False})
     summary = train(cfg, return_model=True)
     return {"summary": summary, "out": out, "data": data, "cfg": cfg}
 
@@ -513,7 +516,7 @@ def test_nan_loss_stops_without_saving(tiny_checkpoint, tmp_path, monkeypatch):
 
     data = make_data(tmp_path / "data", n=4)
     out = tmp_path / "out"
-    real = trainer.masked_diffusion_loss
+    real = trainer.diffusion_loss
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -521,7 +524,7 @@ def test_nan_loss_stops_without_saving(tiny_checkpoint, tmp_path, monkeypatch):
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] == 3 else loss), info
 
-    monkeypatch.setattr(trainer, "masked_diffusion_loss", flaky)
+    monkeypatch.setattr(trainer, "diffusion_loss", flaky)
     with pytest.raises(trainer.TrainingDivergedError, match=r"non-finite loss at step 3 .*checkpoint-2"):
         trainer.train(tiny_cfg(tiny_checkpoint, data, out, max_steps=4, save_steps=2, micro_batch_size=1))
     assert (out / "latest").read_text().strip() == "checkpoint-2"

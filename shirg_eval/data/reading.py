@@ -261,6 +261,8 @@ def write_reading_set(kind: str, out_dir: str | Path, n: int, seed: int = 0, spl
 # The prompts the reading tasks put after the question (chartqa_200's and docvqa_200's lmms-eval post_prompt)
 TASK_POST_PROMPTS = {"chart": "\nAnswer the question with a single word.",
                      "doc": "\nAnswer the question using a single word or phrase."}
+TASK_GEN_LENGTHS = {"chart": 16, "doc": 32}  # the tasks' max_new_tokens: the answer canvas the sampler fills
+GEN_LENGTH_FIELD = "shirg_gen_length"  # a conversation record's canvas (the trainer pads its answer to it)
 
 
 def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str = "train", text_px: int = 12) -> Path:
@@ -268,7 +270,8 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
 
     Every cued region of an image becomes one record, so ``n`` images give about 4 ``n`` records per set. Questions
     carry their task's post-prompt, as short-answer VQA data in LLaVA-format SFT sets do, so a LoRA trains on the
-    prompt it is evaluated with; ``shirg_question`` (the question alone) conditions selection, as in the tasks.
+    prompt it is evaluated with; ``shirg_question`` (the question alone) conditions selection, as in the tasks, and
+    ``shirg_gen_length`` is the task's answer canvas.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -280,6 +283,7 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
             (out / rel).write_bytes(item.png())
             for j, (question, answer, _) in enumerate(item.questions):
                 entries.append({"id": f"{kind}-{split}-{i}-{j}", "image": rel, "shirg_question": question,
+                                GEN_LENGTH_FIELD: TASK_GEN_LENGTHS[kind],
                                 "conversations": [
                                     {"from": "human", "value": f"<image>\n{question}{TASK_POST_PROMPTS[kind]}"},
                                     {"from": "gpt", "value": answer}]})

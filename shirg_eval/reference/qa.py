@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..model.prompting import build_prompt_ids
-from ..training.loss import Sequence, answer_stop_id, question_embeds
+from ..training.answers import answer_stop_id, answer_token_ids, pad_to_length, pad_token_id
+from ..training.loss import Sequence, question_embeds
 from .batches import QASample
 
 GEN_LENGTHS = (16, 32)  # the tasks' max_new_tokens (ChartQA 16, DocVQA 32)
@@ -19,10 +20,10 @@ GEN_LENGTHS = (16, 32)  # the tasks' max_new_tokens (ChartQA 16, DocVQA 32)
 
 def answer_ids(tokenizer, answer: str, gen_length: int) -> torch.Tensor:
     """``answer <|eot_id|> <eos> ... <eos>``: exactly ``gen_length`` ids."""
-    ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [answer_stop_id(tokenizer)]
+    ids = answer_token_ids(tokenizer, answer, answer_stop_id(tokenizer))
     if len(ids) > gen_length:
         raise ValueError(f"answer {answer!r} needs {len(ids)} slots, more than gen_length={gen_length}")
-    return torch.tensor(ids + [tokenizer.eos_token_id] * (gen_length - len(ids)), dtype=torch.long)
+    return torch.tensor(pad_to_length(ids, gen_length, pad_token_id(tokenizer, "eos")), dtype=torch.long)
 
 
 class PromptIds:
