@@ -51,7 +51,7 @@ def nll(row: torch.Tensor, target: int) -> float:
 
 def test_lavida_loss_is_the_plain_mean_over_masked_tokens():
     logits, targets, masks, t = fixed_batch()
-    terms = [nll(lg[j], int(y[j])) for lg, y, m in zip(logits, targets, masks) for j in range(len(m)) if m[j]]
+    terms = [nll(lg[j], int(y[j])) for lg, y, m in zip(logits, targets, masks, strict=True) for j in range(len(m)) if m[j]]
     expected = sum(terms) / len(terms)  # 5 masked tokens, no 1/t, no per-answer normalisation
     assert len(terms) == 5
     assert float(masked_loss(logits, targets, masks, t, "lavida")) == pytest.approx(expected, rel=1e-6)
@@ -60,7 +60,7 @@ def test_lavida_loss_is_the_plain_mean_over_masked_tokens():
 def test_llada_sft_loss_weights_by_one_over_t_and_answer_length():
     logits, targets, masks, t = fixed_batch()
     per_answer = []
-    for i, (lg, y, m) in enumerate(zip(logits, targets, masks)):
+    for i, (lg, y, m) in enumerate(zip(logits, targets, masks, strict=True)):
         total = sum(nll(lg[j], int(y[j])) for j in range(len(m)) if m[j])
         per_answer.append(total / float(t[i]) / len(m))
     expected = sum(per_answer) / 2
@@ -140,7 +140,7 @@ def test_lavida_loss_on_the_model_matches_the_formula(tiny_model, tiny_tokenizer
         loss, info = diffusion_loss(tiny_model, seqs, mask_id, objective, torch.Generator().manual_seed(7))
         masks, _ = draw_masks([s.answer_ids.shape[0] for s in seqs], objective, torch.Generator().manual_seed(7))
         terms = []
-        for seq, mask in [*zip(seqs, masks), *zip(seqs, [~m for m in masks])]:
+        for seq, mask in [*zip(seqs, masks, strict=True), *zip(seqs, [~m for m in masks], strict=True)]:
             if not mask.any():
                 continue
             noisy = torch.where(mask, torch.full_like(seq.answer_ids, mask_id), seq.answer_ids)
