@@ -4,6 +4,9 @@ The reference model's LM learnt answers as ``digit <|eot_id|> <|endoftext|> ...`
 training_record.json). Padding with ``<|eot_id|>`` instead asks the frozen LM for a token it never put after an
 answer, at about 9 nats a slot, and the adapter learns to make the answer slot stop: p(right digit) at the sampler's
 first step falls. Only training can show this: committed weights cannot tell a wrong padding.
+
+Measured (2026-12-02, one thread, 108 training conversations, 24 validation ones, micro-batch 2, lr 4e-4): base
+0.208; after 32 steps EOS 0.241, <|eot_id|> 0.187 (48 steps: 0.260 and 0.178). About 2-3 minutes on one thread.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def probe_after(reading: dict[str, Path], out: Path, pad_token: str) -> tuple[fl
     cfg = load_config(REPO / "configs" / "train" / "reference_lora.yaml", {
         "pretrained": str(REPO / "models" / "reference"), "output_dir": str(out), "max_steps": STEPS,
         "save_steps": STEPS, "epochs": 100, "progress": False, "data.json": str(reading["train"]),
-        "data.image_folder": str(reading["train"].parent), "data.pad_token": pad_token,
+        "data.image_folder": str(reading["train"].parent), "data.pad_token": pad_token, "micro_batch_size": 2,
+        "lr": 4e-4,
         "probe.every": STEPS, "probe.json": str(reading["validation"]),
         "probe.image_folder": str(reading["validation"].parent), "probe.docs": 1000,
         "deepspeed": "", "lr_scheduler": "constant", "warmup_ratio": 0.0})
@@ -80,5 +84,5 @@ def test_eos_padding_helps_and_eot_padding_does_not(reading, tmp_path):
     eot, eot_stop = probe_after(reading, tmp_path / "eot", "eot")
     print(f"p(right digit) at slot 0: base {base:.4f}, EOS-padded {eos:.4f} (p(stop) {eos_stop:.4f}), "
           f"eot-padded {eot:.4f} (p(stop) {eot_stop:.4f}); {time.perf_counter() - start:.0f} s")
-    assert eos > base, (base, eos)
-    assert eot < base, (base, eot)
+    assert eos > base > eot, (base, eos, eot)
+    assert eos - eot > 0.03, (base, eos, eot)
