@@ -125,7 +125,7 @@ def test_architecture_names_every_layer_in_this_order():
     order = text[text.index("## Layers and the direction of imports"):]
     names = [group[0].removeprefix("shirg_eval.") for group in LAYERS[1:]]
     places = [order.find(f"`{name}") for name in names]
-    assert -1 not in places, f"ARCHITECTURE.md does not name layers {[n for n, p in zip(names, places) if p < 0]}"
+    assert -1 not in places, f"ARCHITECTURE.md does not name layers {[n for n, p in zip(names, places, strict=True) if p < 0]}"
     assert places == sorted(places), f"ARCHITECTURE.md names the layers in another order than LAYERS: {names}"
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from shirg_eval.report import leaderboard as lbm
+from shirg_eval.cli import leaderboard as lbm
 from shirg_eval.report import table
 from shirg_eval.report.render import render
 from shirg_eval.report.results import load_task_runs

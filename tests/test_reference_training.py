@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from shirg_eval.model.adapters import LATEST
 from shirg_eval.reference import train as ref_train
 from shirg_eval.reference.batches import DenseBatches, loader
 from shirg_eval.reference.factory import REFERENCE_DIMS, make_reference_init, reference_tokenizer
-from shirg_eval.training.adapters import LATEST
 from shirg_eval.training.checkpoint import STATE_FILE
 
 TINY_RECIPE = dict(dense_steps=4, dense_batch=4, dense_grids=(8,), qa_steps=2, qa_images=1, qa_questions=1,

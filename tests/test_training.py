@@ -157,6 +157,7 @@ def test_records_may_declare_the_selection_query(tmp_path, tiny_checkpoint, tiny
 
     from shirg_eval.model.lavida import LavidaModel
     from shirg_eval.training import loss
+    from shirg_eval.training.answers import answer_stop_id
     from shirg_eval.training.data import SkipStats, parse_records
     from shirg_eval.visual.path import VisualPath
 
@@ -169,7 +170,7 @@ def test_records_may_declare_the_selection_query(tmp_path, tiny_checkpoint, tiny
     seen = []
     monkeypatch.setattr(loss, "question_embeds", lambda model, tok, text: seen.append(text))
     model = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
-    path, stop = VisualPath(model, "lavida_384"), loss.answer_stop_id(tiny_tokenizer)
+    path, stop = VisualPath(model, "lavida_384"), answer_stop_id(tiny_tokenizer)
     for sample in (declared, plain):
         loss.encode_sample(model, path, tiny_tokenizer, sample, Image.new("RGB", (64, 48)), None, 8, stop)
     assert seen == ["What is it?", "What is it?\nAnswer with a word."]  # the LM prompt keeps the instruction
@@ -179,8 +180,9 @@ def test_answers_padded_with_stop_tokens(tiny_checkpoint, tiny_tokenizer):
     from PIL import Image
 
     from shirg_eval.model.lavida import LavidaModel
+    from shirg_eval.training.answers import answer_stop_id
     from shirg_eval.training.data import Sample
-    from shirg_eval.training.loss import answer_stop_id, encode_sample
+    from shirg_eval.training.loss import encode_sample
     from shirg_eval.visual.path import VisualPath
 
     model = LavidaModel.from_pretrained(tiny_checkpoint, device="cpu", dtype="float32")
@@ -240,8 +242,11 @@ def trained(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("overfit")
     data = make_data(root / "data", n=4, caption="a red square on a white background", broken=True)
     out = root / "out"
+    # The former objective (LLaDA's SFT form, <|eot_id|> pads): the merge tolerance below was set on its adapter;
+    # LaViDa's objective is tested in test_objective.py.
     cfg = tiny_cfg(tiny_checkpoint, data, out, max_steps=24, save_steps=12, lora_lm=True, lr=1e-2,
-                   warmup_ratio=0.0, lr_scheduler="constant")
+                   warmup_ratio=0.0, lr_scheduler="constant", objective="llada_sft", **{"data.pad_token": "eot",
+                                                                                          "data.pad_to_batch": False})
     summary = train(cfg, return_model=True)
     return {"summary": summary, "out": out, "data": data, "cfg": cfg}
 
@@ -514,7 +519,7 @@ def test_nan_loss_stops_without_saving(tiny_checkpoint, tmp_path, monkeypatch):
 
     data = make_data(tmp_path / "data", n=4)
     out = tmp_path / "out"
-    real = trainer.masked_diffusion_loss
+    real = trainer.diffusion_loss
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -522,7 +527,7 @@ def test_nan_loss_stops_without_saving(tiny_checkpoint, tmp_path, monkeypatch):
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] == 3 else loss), info
 
-    monkeypatch.setattr(trainer, "masked_diffusion_loss", flaky)
+    monkeypatch.setattr(trainer, "diffusion_loss", flaky)
     with pytest.raises(trainer.TrainingDivergedError, match=r"non-finite loss at step 3 .*checkpoint-2"):
         trainer.train(tiny_cfg(tiny_checkpoint, data, out, max_steps=4, save_steps=2, micro_batch_size=1))
     assert (out / "latest").read_text().strip() == "checkpoint-2"

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from ..model.lavida import LavidaModel
-from ..model.tiny import load_tokenizer
+from ..model.tokenizer import load_tokenizer
 from ..reference.evaluate import evaluate, tower_reading
 
 

@@ -271,12 +271,16 @@ def reading_task(kind: str) -> TaskPrompting:
     return task_prompting(READING_TASKS[kind])
 
 
+GEN_LENGTH_FIELD = "shirg_gen_length"  # a conversation record's canvas (the trainer pads its answer to it)
+
+
 def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str = "train", text_px: int = 12) -> Path:
     """``n`` images of each reading set as a LLaVA-format conversation file (what ``train/lora.py`` reads).
 
     Every cued region of an image becomes one record, so ``n`` images give about 4 ``n`` records per set. Questions
     carry their task's post-prompt, as short-answer VQA data in LLaVA-format SFT sets do, so a LoRA trains on the
-    prompt it is evaluated with; ``shirg_question`` (the question alone) conditions selection, as in the tasks.
+    prompt it is evaluated with; ``shirg_question`` (the question alone) conditions selection, as in the tasks, and
+    ``shirg_gen_length`` is the task's answer canvas.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -288,6 +292,7 @@ def write_conversations(out_dir: str | Path, n: int, seed: int = 0, split: str =
             (out / rel).write_bytes(item.png())
             for j, (question, answer, _) in enumerate(item.questions):
                 entries.append({"id": f"{kind}-{split}-{i}-{j}", "image": rel, "shirg_question": question,
+                                GEN_LENGTH_FIELD: reading_task(kind).max_new_tokens,
                                 "conversations": [
                                     {"from": "human", "value": f"<image>\n{reading_task(kind).prompt(question)}"},
                                     {"from": "gpt", "value": answer}]})

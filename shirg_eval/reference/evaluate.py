@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from ..data.reading import KINDS, make_item, reading_task
-from ..model.kv_cache import fill_prefix
 from ..model.lavida import LavidaModel
-from ..model.prompting import build_prompt_ids
+from ..model.prompting import build_prompt_ids, stop_ids
 from ..model.sampler import GenerationConfig
 from ..pipeline import ShirgPipeline
+from ..training.probe import first_slot_logits
 
 
 @dataclass
@@ -43,13 +43,17 @@ def digit_ids(tokenizer) -> list[int]:
 
 @torch.no_grad()
 def answer_probability(pipe: ShirgPipeline, image, prompt: str, answer: str, gen_length: int,
-                       query: str | None = None, digits: list[int] | None = None) -> float:
+                       query: str | None = None, digits: list[int] | None = None,
+                       full_softmax: bool = False) -> float | tuple[float, float]:
     """Probability of a one-digit ``answer`` at the first answer slot, the whole answer masked, among the ten digits.
+
+    ``full_softmax``: instead (p(answer), p(stop)) over the whole vocabulary, p(stop) being the probability of
+    ``<|eot_id|>`` or EOS there (what :mod:`shirg_eval.training.probe` logs during training).
 
     The sampler's first step sees exactly this (through the Prefix-DLM cache, the tasks' default). One forward per
     document, and a graded score: on a model that reads weakly it separates two visual paths with far fewer
     documents than exact match does (tests only; the published figures are the tasks' metrics). Being renormalised
-    over the digits, it cannot see a path that answers the stop token or a word instead: decoded accuracy does.
+    over the digits, it cannot see a path that answers the stop token or a word instead (``full_softmax`` can).
     """
     model = pipe.model
     if pipe.path.in_lm:
@@ -61,13 +65,11 @@ def answer_probability(pipe: ShirgPipeline, image, prompt: str, answer: str, gen
     visual = pipe.path.encode(pipe.path.prepare(image), pipe.question_embeds(prompt if query is None else query),
                               pipe.generator)
     prompt_embeds = model.embed_prompt(build_prompt_ids(pipe.tokenizer, prompt), visual.embeds)
-    # the sampler's first step with its default Prefix-DLM cache (the prompt does not attend to the answer)
-    cache, _ = fill_prefix(model, prompt_embeds)
-    canvas = torch.full((1, gen_length), model.config.mask_token_id, dtype=torch.long, device=model.device)
-    length = prompt_embeds.shape[1]
-    positions = torch.arange(length, length + gen_length, device=model.device)[None]
-    logits = model.logits(model.embed_tokens(canvas).to(prompt_embeds.dtype), cache=cache, position_ids=positions)
-    return float(logits[0, 0, digits].float().softmax(-1)[int(answer)])
+    logits = first_slot_logits(model, prompt_embeds, gen_length)  # the sampler's first step (Prefix-DLM cache)
+    if full_softmax:
+        probs = logits.softmax(-1)
+        return float(probs[digits[int(answer)]]), float(probs[stop_ids(pipe.tokenizer)].sum())
+    return float(logits[digits].softmax(-1)[int(answer)])
 
 
 def answer_probabilities(model: LavidaModel, tokenizer, variant: str, n: int, split: str = "test",

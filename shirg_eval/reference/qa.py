@@ -12,7 +12,8 @@ import torch
 
 from ..data.reading import KINDS, reading_task
 from ..model.prompting import build_prompt_ids, question_embeds
-from ..training.loss import Sequence, answer_stop_id
+from ..training.answers import answer_stop_id, answer_token_ids, pad_to_length, pad_token_id
+from ..training.loss import Sequence
 from .batches import QASample
 
 GEN_LENGTHS = tuple(reading_task(kind).max_new_tokens for kind in KINDS)  # the tasks' (ChartQA 16, DocVQA 32)
@@ -20,10 +21,10 @@ GEN_LENGTHS = tuple(reading_task(kind).max_new_tokens for kind in KINDS)  # the 
 
 def answer_ids(tokenizer, answer: str, gen_length: int) -> torch.Tensor:
     """``answer <|eot_id|> <eos> ... <eos>``: exactly ``gen_length`` ids."""
-    ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [answer_stop_id(tokenizer)]
+    ids = answer_token_ids(tokenizer, answer, answer_stop_id(tokenizer))
     if len(ids) > gen_length:
         raise ValueError(f"answer {answer!r} needs {len(ids)} slots, more than gen_length={gen_length}")
-    return torch.tensor(ids + [tokenizer.eos_token_id] * (gen_length - len(ids)), dtype=torch.long)
+    return torch.tensor(pad_to_length(ids, gen_length, pad_token_id(tokenizer, "eos")), dtype=torch.long)
 
 
 class PromptIds:

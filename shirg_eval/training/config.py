@@ -31,10 +31,25 @@ class DataConfig:
     json: str = ""  # LLaVA-format conversation JSON (e.g. blip_laion_cc_sbu_558k.json)
     image_folder: str = ""  # image paths in the JSON are relative to this folder
     max_answer_tokens: int = 128  # longer answers are truncated (captions are short)
-    # 0: each answer + one stop token. N: short answers are filled with stop tokens up to N tokens, all masked and
-    # scored, as LLaDA's SFT pads short pairs with EOS; N = the evaluation's gen_length (chartqa_* 16, docvqa_* 32)
-    # trains the canvas the sampler fills
+    # Answers are `answer <|eot_id|>` then pad tokens, all scored (training/answers.py; defaults = LaViDa's collator)
+    pad_token: str = "eos"  # eos: the tokenizer's <|endoftext|>, as LaViDa pads | eot: <|eot_id|>
+    pad_to_batch: bool = True  # pad every row to the micro-batch's longest (prompt text + answer), as LaViDa
+    extra_pad: int = 128  # then max(0, k) more pads per micro-batch, k ~ U{-N..N-1} (LaViDa: 128); 0: none
+    # > 0: short answers are padded to at least N tokens first: the evaluation's gen_length (chartqa_* 16, docvqa_*
+    # 32) trains the canvas the sampler fills. A record's own `shirg_gen_length` takes precedence.
     pad_answers_to: int = 0
+
+
+@dataclass
+class ProbeConfig:
+    """The decoding-aware validation probe (training/probe.py): every `every` steps, on held-out conversations."""
+
+    every: int = 0  # optimizer steps between probes; 0: no probe
+    json: str = ""  # LLaVA-format conversations disjoint from data.json (checked: ids and images)
+    image_folder: str = ""
+    docs: int = 32  # the first N records
+    gen_length: int = 32  # the masked canvas of a record without `shirg_gen_length`
+    early_stop: int = 0  # > 0: stop when p(answer) has not improved for this many probes (0: never)
 
 
 @dataclass
@@ -44,6 +59,10 @@ class TrainConfig:
     mixed_resolution: bool = False  # per batch, sample lavida_384 or the (672 px) `variant` path
     output_dir: str = "outputs/lora"
     data: DataConfig = field(default_factory=DataConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # the objective (training/objective.py); the defaults are what LaViDa's released weights were trained with
+    objective: str = "lavida"  # lavida: mean CE over masked tokens + complementary masks | llada_sft: 1/t, per length
+    mask: str = "random"  # random: t ~ U(0, 1) | full: every answer token masked (the sampler's first step)
     # LoRA
     lora_r: int = 64
     lora_alpha: int = 128
@@ -60,7 +79,7 @@ class TrainConfig:
     epochs: int = 2
     max_steps: int = -1  # > 0 caps the number of optimizer steps
     max_grad_norm: float = 1.0
-    mask_eps: float = 1e-3  # t ~ U(eps, 1) in the masked-diffusion loss
+    mask_eps: float = 1e-3  # masking probability (1 - eps) t + eps (mask: random)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = False
     # bookkeeping
@@ -80,8 +99,8 @@ class TrainConfig:
     def valid_keys(cls) -> list[str]:
         keys = []
         for f in dataclasses.fields(cls):
-            if f.name == "data":
-                keys += [f"data.{d.name}" for d in dataclasses.fields(DataConfig)]
+            if f.name in BLOCKS:
+                keys += [f"{f.name}.{d.name}" for d in dataclasses.fields(BLOCKS[f.name])]
             else:
                 keys.append(f.name)
         return keys
@@ -139,14 +158,36 @@ class TrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.data.pad_answers_to < 0:
-            raise ConfigError(f"data.pad_answers_to must be >= 0 (0: no stop-token filling), got "
+            raise ConfigError(f"data.pad_answers_to must be >= 0 (0: no padding to a fixed length), got "
                               f"{self.data.pad_answers_to}")
+        self._validate_objective()
         if not self.data.json:
             raise ConfigError("data.json is not set (path to a LLaVA-format conversation JSON)")
         if self.overwrite and self.resumes():
             raise ConfigError(f"--overwrite and --resume {self.resume} contradict each other: --resume continues "
                               "the run in output_dir, --overwrite deletes it; pass one")
         self.resolved_dtype()
+
+    def _validate_objective(self) -> None:
+        from .answers import PAD_TOKENS
+        from .objective import MASKS, OBJECTIVES
+
+        for key, value, allowed in (("objective", self.objective, OBJECTIVES), ("mask", self.mask, MASKS),
+                                    ("data.pad_token", self.data.pad_token, PAD_TOKENS)):
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.data.extra_pad < 0:
+            raise ConfigError(f"data.extra_pad must be >= 0 (0: no random extra padding), got {self.data.extra_pad}")
+        for name in ("every", "early_stop"):
+            if getattr(self.probe, name) < 0:
+                raise ConfigError(f"probe.{name} must be >= 0 (0: off), got {getattr(self.probe, name)}")
+        for name in ("docs", "gen_length"):
+            if getattr(self.probe, name) < 1:
+                raise ConfigError(f"probe.{name} must be >= 1, got {getattr(self.probe, name)}")
+        if self.probe.every and not self.probe.json:
+            raise ConfigError("probe.every is set but probe.json is not (held-out conversations to probe on)")
+        if self.probe.early_stop and not self.probe.every:
+            raise ConfigError("probe.early_stop needs probe.every > 0 (early stopping reads the probe)")
 
     def check_paths(self) -> None:
         """The launch's input paths exist (the trainer calls it before anything heavy starts; the data file is
@@ -181,15 +222,19 @@ def resolve_repo_path(path: str | Path) -> Path | None:
     return None
 
 
+BLOCKS = {"data": DataConfig, "probe": ProbeConfig}  # nested blocks: `data.json`, `probe.every`, ...
+
+
 def _set_key(raw: dict[str, Any], key: str, value: Any) -> None:
     valid = TrainConfig.valid_keys()
-    if key not in valid and not (key == "data" and isinstance(value, dict)):
+    if key not in valid and not (key in BLOCKS and isinstance(value, dict)):
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
-    if key == "data":
+    block = key.split(".", 1)[0]
+    if key in BLOCKS:
         for sub, v in value.items():
-            _set_key(raw, f"data.{sub}", v)
-    elif key.startswith("data."):
-        raw.setdefault("data", {})[key.split(".", 1)[1]] = value
+            _set_key(raw, f"{key}.{sub}", v)
+    elif block in BLOCKS:
+        raw.setdefault(block, {})[key.split(".", 1)[1]] = value
     else:
         raw[key] = value
 
@@ -231,8 +276,8 @@ def build_config(raw: dict[str, Any]) -> TrainConfig:
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         _set_key(flat, key, value)
-    data = DataConfig(**flat.pop("data", {}))
-    return _coerce(TrainConfig(data=data, **flat))
+    blocks = {name: kind(**flat.pop(name, {})) for name, kind in BLOCKS.items()}
+    return _coerce(TrainConfig(**blocks, **flat))
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:
@@ -244,7 +289,7 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
         if not arg.startswith("--"):
             raise ConfigError(f"unexpected argument {arg!r}; overrides look like --key value")
         key, eq, value = arg[2:].partition("=")
-        key = key.replace("-", "_") if not key.startswith("data.") else key
+        key = key.replace("-", "_") if key.split(".", 1)[0] not in BLOCKS else key
         if not eq:
             if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 value = argv[i + 1]

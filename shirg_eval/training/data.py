@@ -3,7 +3,8 @@
 Records: ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
 {"from": "gpt", "value": "..."}]}``; the first human turn is the question, the first gpt turn the answer. A record
 may also carry ``"shirg_question"``: the text that conditions the selectors' relevance, as the harness's tasks
-declare it (``shirg_eval.query``), so that a task instruction in the human turn does not steer selection.
+declare it (``shirg_eval.query``), so that a task instruction in the human turn does not steer selection, and
+``"shirg_gen_length"``: the answer canvas its task decodes, which the answer is padded to.
 Malformed records and missing images are dropped when the file is indexed; images that fail to decode are
 dropped when read. Both are counted, never raised.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..data.reading import GEN_LENGTH_FIELD
 from ..query import QUESTION_FIELD
 from .config import ConfigError, DataConfig
 
@@ -32,6 +34,7 @@ class Sample:
     question: str
     answer: str
     query: str | None = None  # what selection is conditioned on (default: the question)
+    gen_length: int | None = None  # the answer canvas its task decodes (``shirg_gen_length``): padded to it
 
 
 @dataclass
@@ -79,9 +82,13 @@ def parse_records(records: list[Any], image_folder: str | Path, stats: SkipStats
         if not path.is_file():
             stats.missing_image += 1
             continue
-        query = rec.get(QUESTION_FIELD)
+        query, gen_length = rec.get(QUESTION_FIELD), rec.get(GEN_LENGTH_FIELD)
+        if gen_length is not None and (isinstance(gen_length, bool) or not isinstance(gen_length, int)
+                                       or gen_length < 1):
+            stats.malformed += 1
+            continue
         samples.append(Sample(str(rec.get("id", i)), path, clean_question(question), answer.strip(),
-                              query if isinstance(query, str) else None))
+                              query if isinstance(query, str) else None, gen_length))
     return samples
 
 

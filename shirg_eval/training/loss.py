@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..model.prompting import STOP_TOKEN, build_prompt_ids, question_embeds
+from ..model.prompting import build_prompt_ids, question_embeds
 from .data import Sample
 
 
@@ -25,15 +25,7 @@ from .data import Sample
 class Sequence:
     prompt_embeds: torch.Tensor  # [Lp, D] text + visual block, never masked
     answer_ids: torch.Tensor  # [La] caption + <|eot_id|>
-
-
-def answer_stop_id(tokenizer) -> int:
-    tid = tokenizer.convert_tokens_to_ids(STOP_TOKEN)
-    if tid is None or tid == tokenizer.unk_token_id:
-        tid = tokenizer.eos_token_id
-    if tid is None:
-        raise ValueError(f"tokenizer has neither {STOP_TOKEN} nor an eos token to end answers with")
-    return int(tid)
+    prompt_tokens: int = 0  # the prompt's text tokens, the image one placeholder (what LaViDa pads rows by)
 
 
 def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generator: torch.Generator | None,
@@ -50,7 +42,7 @@ def encode_sample(model, visual_path, tokenizer, sample: Sample, image, generato
     if room < 2:
         raise ValueError(f"sample {sample.uid}: prompt fills the context ({prompt.shape[0]} positions)")
     ids = ids[: room - 1] + [stop_id] if len(ids) > room else ids
-    return Sequence(prompt, torch.tensor(ids, dtype=torch.long, device=prompt.device))
+    return Sequence(prompt, torch.tensor(ids, dtype=torch.long, device=prompt.device), prompt_ids.numel())
 
 
 @dataclass
@@ -70,13 +62,21 @@ def noise_answers(model, sequences: list[Sequence], mask_id: int, eps: float = 1
     device = sequences[0].prompt_embeds.device
     batch = len(sequences)
     t = torch.ones(batch) if full_mask else eps + (1 - eps) * torch.rand(batch, generator=generator, device="cpu")
-    rows, masks = [], []
-    for i, seq in enumerate(sequences):
-        mask = (torch.rand(seq.answer_ids.shape[0], generator=generator, device="cpu") < t[i]).to(device)
+    masks = [(torch.rand(seq.answer_ids.shape[0], generator=generator, device="cpu") < t[i]).to(device)
+             for i, seq in enumerate(sequences)]
+    return embed_noised(model, sequences, masks, t, mask_id)
+
+
+def embed_noised(model, sequences: list[Sequence], masks: list[torch.Tensor], t: torch.Tensor,
+                 mask_id: int) -> NoisedBatch:
+    """Replace the masked answer tokens by the mask token, embed, and right-pad (padded keys leave attention)."""
+    device = sequences[0].prompt_embeds.device
+    batch = len(sequences)
+    rows = []
+    for seq, mask in zip(sequences, masks, strict=True):
         noisy = torch.where(mask, torch.full_like(seq.answer_ids, mask_id), seq.answer_ids)
         answer_embeds = model.embed_tokens(noisy).to(seq.prompt_embeds.dtype)
         rows.append(torch.cat([seq.prompt_embeds, answer_embeds], dim=0))
-        masks.append(mask)
     longest = max(r.shape[0] for r in rows)
     embeds = rows[0].new_zeros(batch, longest, rows[0].shape[1])
     key_padding = torch.ones(batch, longest, dtype=torch.bool, device=device)

@@ -7,6 +7,7 @@ the per-batch masking RNG, so a resumed run sees exactly the batches and masks t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,12 +27,15 @@ from ..model.config import CheckpointNotFoundError
 from ..model.digest import weights_identity
 from ..run_lock import RunLock
 from .adapters import adapter_meta, apply_lora, count_parameters
+from .answers import AnswerPadding, answer_stop_id, pad_answer_batch, pad_token_id
 from .build_locks import check_stale_build_locks
 from .checkpoint import STATE_FILE, find_latest, load_checkpoint, save_checkpoint
 from .config import TrainConfig, fill_deepspeed_config, resolve_repo_path
 from .data import ConversationDataset, ResumableOrder, SkipStats, load_training_data, micro_batches
 from .distributed import all_reduce, barrier, setup_distributed, zero3_gathered
-from .loss import answer_stop_id, encode_sample, masked_diffusion_loss
+from .loss import encode_sample
+from .objective import Objective, TrainingRecord, base_record_differences, diffusion_loss
+from .probe import Probe, load_probe_samples
 from .run_record import (
     METRICS_FILE,
     WRITER_LOCK,
@@ -51,13 +55,16 @@ class TrainingDivergedError(RuntimeError):
 class DiffusionLossModule(nn.Module):
     """What DeepSpeed wraps: micro-batch in, masked-diffusion loss out (so ZeRO hooks see every submodule)."""
 
-    def __init__(self, peft_model: nn.Module, paths: dict[str, Any], tokenizer, cfg: TrainConfig, stop_id: int):
+    def __init__(self, peft_model: nn.Module, paths: dict[str, Any], tokenizer, cfg: TrainConfig, stop_id: int,
+                 padding: AnswerPadding, objective: Objective):
         super().__init__()
         self.peft = peft_model
         self.paths = paths
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.stop_id = stop_id
+        self.padding = padding
+        self.objective = objective
 
     @property
     def lavida(self) -> nn.Module:
@@ -74,8 +81,19 @@ class DiffusionLossModule(nn.Module):
             path = self.paths[path_name]
             data = self.cfg.data
             seqs = [encode_sample(model, path, self.tokenizer, s, img, generator, data.max_answer_tokens,
-                                  self.stop_id, data.pad_answers_to) for s, img in items]
-            return masked_diffusion_loss(model, seqs, model.config.mask_token_id, self.cfg.mask_eps, generator)
+                                  self.stop_id) for s, img in items]
+            room = [model.config.tokenizer_model_max_length - q.prompt_embeds.shape[0] for q in seqs]
+            padded = pad_answer_batch([q.answer_ids for q in seqs], [q.prompt_tokens for q in seqs], self.padding,
+                                      [s.gen_length for s, _ in items], room, generator)
+            seqs = [dataclasses.replace(q, answer_ids=ids) for q, ids in zip(seqs, padded, strict=True)]
+            return diffusion_loss(model, seqs, model.config.mask_token_id, self.objective, generator)
+
+
+def training_meta(cfg: TrainConfig, padding: AnswerPadding) -> dict[str, Any]:
+    """How the adapter's answers were trained, for its metadata (``shirg_adapter.json``)."""
+    return {"objective": cfg.objective, "mask": cfg.mask, "mask_eps": cfg.mask_eps, "pad_token": cfg.data.pad_token,
+            "pad_token_id": padding.pad_id, "pad_to_batch": padding.to_batch, "extra_pad": padding.extra_pad,
+            "pad_answers_to": padding.length}
 
 
 
@@ -119,6 +137,7 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     # bad path or file is reported in seconds, before DeepSpeed starts and the model loads.
     cfg.check_paths()
     dataset = load_training_data(cfg.data)
+    probe_docs = load_probe_samples(cfg.probe, dataset) if cfg.probe.every else None
     check_stale_build_locks()
     # One writer per run folder: global rank 0 holds the lock for the whole launch (one lock per run, not per
     # rank); if it is refused, it exits non-zero and the DeepSpeed launcher stops the other ranks. It is taken
@@ -128,13 +147,13 @@ def train(cfg: TrainConfig, return_model: bool = False) -> dict[str, Any]:
     if launch_rank == 0:
         lock.acquire()
     try:
-        return _train(cfg, out, dataset, launch_rank, return_model)
+        return _train(cfg, out, dataset, launch_rank, return_model, probe_docs)
     finally:
         lock.release()
 
 
 def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_rank: int,
-           return_model: bool) -> dict[str, Any]:
+           return_model: bool, probe_docs: ConversationDataset | None = None) -> dict[str, Any]:
     # Refuse to train over an earlier run silently (every rank refuses alike).
     overwrote = prepare_output_dir(cfg, out, launch_rank)
 
@@ -178,11 +197,21 @@ def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_ran
     barrier()
     meta = adapter_meta(cfg.variant, model.checkpoint_path, cfg.pretrained, targets, cfg.lora_r, cfg.lora_alpha,
                         cfg.lora_lm)
+    objective = Objective(cfg.objective, cfg.mask, cfg.mask_eps)
+    padding = AnswerPadding(pad_token_id(tokenizer, cfg.data.pad_token), cfg.data.pad_to_batch, cfg.data.extra_pad,
+                            cfg.data.pad_answers_to)
+    meta["training"] = training_meta(cfg, padding)
+    for differs in base_record_differences(TrainingRecord.load(model.checkpoint_path), cfg.objective, cfg.mask,
+                                           cfg.data.pad_token, cfg.data.pad_to_batch):
+        _log(rank, f"warning: {differs} ({model.checkpoint_path}/training_record.json): the adapter trains the base "
+                   "on answers it was not trained on")
 
     paths = {cfg.variant: VisualPath(model, cfg.variant)}
     if cfg.mixed_resolution and cfg.variant != "lavida_384":
         paths["lavida_384"] = VisualPath(model, "lavida_384")
-    module = DiffusionLossModule(peft_model, paths, tokenizer, cfg, answer_stop_id(tokenizer))
+    module = DiffusionLossModule(peft_model, paths, tokenizer, cfg, answer_stop_id(tokenizer), padding, objective)
+    probe = (Probe(cfg.probe, probe_docs, tokenizer, cfg.data.max_answer_tokens, module.stop_id)
+             if probe_docs is not None else None)
 
     # ---- data and schedule
     stats: SkipStats = dataset.stats
@@ -280,12 +309,24 @@ def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_ran
             record = {"step": step, "loss": acc_loss / acc_n, "lr": lr,
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
                       "tokens_per_s": acc_tokens / max(elapsed, 1e-9), "epoch": epoch, "index": index}
-            if rank == 0 and (step % cfg.logging_steps == 0 or step == total_steps):
+            probed = stop_early = False
+            if probe is not None and probe.due(step):  # every rank runs it: ZeRO-3 forwards need them all
+                with zero3_gathered(list(model.parameters(recurse=False))):
+                    result = probe.measure(peft_model, paths[cfg.variant], step)
+                record.update(result.as_record())
+                probed, stop_early = True, probe.should_stop(result)
+            if rank == 0 and (step % cfg.logging_steps == 0 or step == total_steps or probed):
                 metrics.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+                shown = {"p_ans": f"{record['probe_p_answer']:.3f}",
+                         "p_stop": f"{record['probe_p_stop']:.3f}"} if "probe_p_answer" in record else {}
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}",
+                                **shown)
+            if probed:
+                _log(rank, f"probe at step {step}: p(answer) {result.p_answer:.4f}, p(stop) {result.p_stop:.4f} "
+                           f"at answer slot 0 over {result.docs} held-out documents")
             bar.update(1)
             acc_loss, acc_tokens, acc_n = 0.0, 0.0, 0
-            if step % cfg.save_steps == 0 or step == total_steps:
+            if step % cfg.save_steps == 0 or step == total_steps or stop_early:
                 trainer_state = {"step": step, "micro_step": m + 1, "epoch": epoch, "index": index,
                                  "total_steps": total_steps, "world_size": world, "zero_stage": zero_stage,
                                  "skipped": stats.as_dict(), "corrupt_ids": sorted(stats.corrupt_ids),
@@ -293,6 +334,10 @@ def _train(cfg: TrainConfig, out: Path, dataset: ConversationDataset, launch_ran
                 ckpt = save_checkpoint(engine, peft_model, out, step, trainer_state, meta, rank)
                 last_ckpt = str(ckpt)
                 _log(rank, f"saved {ckpt}")
+            if stop_early:
+                _log(rank, f"early stop at step {step}: probe p(answer) has not beaten {probe.best:.4f} for "
+                           f"{probe.stale} probes (probe.early_stop {cfg.probe.early_stop})")
+                break
             t_step = time.perf_counter()
     finally:
         bar.close()
