@@ -56,6 +56,23 @@ def tolerance_for(device: str, dtype: str) -> Tolerance:
     return CUDA_FLOAT32 if dtype == "float32" and device.startswith("cuda") else TOLERANCES[dtype]
 
 
+# What an in-process training run (training/distributed.setup_distributed) puts in os.environ for its one-process
+# group. Left there, a later test's subprocess would inherit it: its lmms-eval Accelerator would open a process
+# group on the port this process's group still listens on (EADDRINUSE).
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_launcher_env_leaks():
+    before = {name: os.environ.get(name) for name in LAUNCHER_ENV}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def pytest_configure(config) -> None:
     # The trainer refuses to start over an interrupted torch extension build's lock (training/build_locks.py):
     # tests must not depend on what this machine's ~/.cache/torch_extensions holds.
