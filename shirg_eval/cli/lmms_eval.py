@@ -7,7 +7,7 @@
 - With ``--output_path``, answers are journaled in ``OUTPUT/.shirg_journal``: rerunning an interrupted
   command reuses finished samples (with their original timings, marked ``resumed``).
 - With ``--output_path``, per-sample efficiency on lmms-eval's own tasks (no ``shirg_uid``) is written beside
-  the samples log as ``<date_id>_shirg_efficiency_<task>.jsonl`` (see :mod:`.side_efficiency`).
+  the samples log as ``<date_id>_shirg_efficiency_<task>.jsonl`` (see :mod:`shirg_eval.harness.side_efficiency`).
 - An unknown ``--model`` stops at once with one line suggesting the closest registered SHIRG variant (instead
   of lmms-eval's list of every model it knows).
 - ``lmms_eval --help`` and lmms-eval's subcommands (``tasks``, ``models``, ...) pass through unchanged.

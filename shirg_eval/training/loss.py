@@ -1,4 +1,5 @@
-"""LaViDa's masked-diffusion training objective on answer tokens, over a right-padded micro-batch.
+"""LLaDA's SFT form of the masked-diffusion answer loss (``objective: llada_sft``; the default, LaViDa's own form, is
+in :mod:`.objective`), over a right-padded micro-batch, and the encoding of a training sample.
 
 Per sequence ``i`` with ``L_i`` answer tokens (the caption followed by ``<|eot_id|>``):
 
