@@ -60,10 +60,10 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
     args = parser.parse_args()
     rows = scan(args.checkpoint, args.budgets, args.docs, args.split, tuple(args.sets))
-    print("\n| k | set | malformed | accuracy | most common malformed |\n|---|---|---|---|---|")
+    print("\n| k | LM tokens | set | malformed | accuracy | most common malformed |\n|---|---|---|---|---|---|")
     for row in rows:
         top = ", ".join(f"{a!r} x{n}" for a, n in row["top_malformed"]) or "-"
-        print(f"| {row['k']} | {row['set']} | {row['malformed']:.1%} | {row['accuracy']:.1%} | {top} |")
+        print(f"| {row['k']} | {row['lm_tokens']:.0f} | {row['set']} | {row['malformed']:.1%} | {row['accuracy']:.1%} | {top} |")
 
 
 if __name__ == "__main__":
